@@ -1,0 +1,72 @@
+import itertools
+
+import equinox as eqx
+import numpy as np
+
+from ._problem import AbstractProblem, FlowProblem, remake
+
+
+def _values(name: str, values) -> np.ndarray:
+    array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"sweep `{name}` must be a non-empty 1-D sequence of values, got shape {array.shape}.")
+    if not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"sweep `{name}` must hold numbers, got dtype {array.dtype}.")
+    if name == "seed" and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"sweep `seed` must hold integers, got dtype {array.dtype}.")
+    return array
+
+
+class EnsembleProblem(AbstractProblem):
+    """A problem and a sweep of its parameters: SciML's ensemble problem.
+
+    **Arguments:**
+
+    - `problem`: the base `FlowProblem`.
+    - `sweep`: parameter name → values. Names are those of `mfpde.remake` (`"temperature"`, `"l2"`, `"init.std"`,
+      `"flow.alpha"`, `"tspan"` excluded) plus `"seed"` (the PRNG seed of the initial particles and the noise).
+    - `product`: True for the product grid of all values (one result dimension per parameter, in the order given);
+      False to zip them (equal lengths; one dimension `point`).
+
+    Every point shares the base problem's structure (shapes, static fields), so an algorithm can run them all in one
+    compiled program, batched. Values are checked by building each point's problem before anything is compiled.
+    """
+
+    problem: FlowProblem
+    sweep: dict[str, np.ndarray]
+    product: bool = eqx.field(static=True, default=True)
+
+    def __init__(self, problem: FlowProblem, sweep: dict, product: bool = True):
+        if not isinstance(problem, FlowProblem):
+            raise TypeError(f"`problem` must be an mfpde.FlowProblem, got {type(problem).__name__}.")
+        if not isinstance(sweep, dict) or not sweep:
+            raise ValueError("`sweep` must be a non-empty dict of parameter name → values.")
+        sweep = {str(name): _values(name, values) for name, values in sweep.items()}
+        if "tspan" in sweep:
+            raise ValueError("`sweep` cannot change `tspan`: the points share their save times.")
+        if not product and len({v.size for v in sweep.values()}) > 1:
+            raise ValueError(f"`sweep` values must have equal lengths when zipped (product=False), got "
+                             f"{ {k: v.size for k, v in sweep.items()} }.")
+        self.problem, self.sweep, self.product = problem, sweep, bool(product)
+        for point in self.points():
+            self.point_problem(point)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the result's sweep dimensions."""
+        return tuple(v.size for v in self.sweep.values()) if self.product else (next(iter(self.sweep.values())).size,)
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The names of the result's sweep dimensions."""
+        return tuple(name.replace(".", "_") for name in self.sweep) if self.product else ("point",)
+
+    def points(self) -> list[dict]:
+        """Every point of the sweep, in C order of `shape`, as parameter name → value."""
+        names = list(self.sweep)
+        combos = itertools.product(*self.sweep.values()) if self.product else zip(*self.sweep.values())
+        return [dict(zip(names, combo)) for combo in combos]
+
+    def point_problem(self, point: dict) -> FlowProblem:
+        """The FlowProblem of one point (its seed, if swept, is not part of the problem)."""
+        return remake(self.problem, **{k: v for k, v in point.items() if k != "seed"})

@@ -1,0 +1,96 @@
+import dataclasses
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ._checks import as_float_array, is_concrete
+from ._dataset import Dataset
+from .flows import AbstractFlow
+from .measures import AbstractMeasure
+
+
+class AbstractProblem(eqx.Module):
+    """What is to be solved, independently of how (the algorithms live in `solvers`)."""
+
+
+def _tspan(value):
+    try:
+        t0, t1 = value
+    except (TypeError, ValueError):
+        raise ValueError(f"`tspan` must be a pair (t0, t1), got {value!r}.") from None
+    return as_float_array(t0, "tspan[0]", "FlowProblem"), as_float_array(t1, "tspan[1]", "FlowProblem")
+
+
+class FlowProblem(AbstractProblem):
+    """The initial-value problem of a measure dynamics: ρ(t0) = ρ₀, evolved by `flow` on `data` up to t1.
+
+    **Arguments:**
+
+    - `flow`: an `mfpde.flows.AbstractFlow`.
+    - `data`: an `mfpde.Dataset` (None for data-free flows such as `flows.Potential`).
+    - `init`: the initial measure, an `mfpde.measures.AbstractMeasure`.
+    - `tspan`: (t0, t1) in mean-field time units, t1 > t0.
+    """
+
+    flow: AbstractFlow
+    data: Dataset | None
+    init: AbstractMeasure
+    tspan: tuple[Float[Array, ""], Float[Array, ""]] = eqx.field(converter=_tspan)
+
+    def __check_init__(self):
+        if not isinstance(self.flow, AbstractFlow):
+            raise TypeError(f"`flow` must be an mfpde.flows flow, got {type(self.flow).__name__}.")
+        if not isinstance(self.init, AbstractMeasure):
+            raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")
+        if self.data is not None and not isinstance(self.data, Dataset):
+            raise TypeError(f"`data` must be an mfpde.Dataset or None, got {type(self.data).__name__}.")
+        self.flow.check_data(self.data)
+        t0, t1 = self.tspan
+        if is_concrete(t0) and is_concrete(t1) and not bool(t1 > t0):
+            raise ValueError(f"`tspan` must have t1 > t0, got ({float(t0)}, {float(t1)}).")
+
+
+def _fields(obj) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+
+
+def _resolve(obj, name: str) -> list[str]:
+    if "." in name:
+        path = name.split(".")
+        node = obj
+        for part in path:
+            if part not in _fields(node):
+                raise ValueError(f"`{name}`: {type(node).__name__} has no field {part!r}.")
+            node = getattr(node, part)
+        return path
+    if name in _fields(obj):
+        return [name]
+    owners = [f for f in _fields(obj) if isinstance(getattr(obj, f), eqx.Module) and name in _fields(getattr(obj, f))]
+    if len(owners) == 1:
+        return [owners[0], name]
+    if len(owners) > 1:
+        raise ValueError(f"`{name}` is ambiguous: it is a field of {owners}; write e.g. '{owners[0]}.{name}'.")
+    raise ValueError(f"`{name}` is not a field of {type(obj).__name__} nor of its parts {_fields(obj)}.")
+
+
+def _replace(obj, path: list[str], value):
+    head, *rest = path
+    new = value if not rest else _replace(getattr(obj, head), rest, value)
+    try:
+        # Through the constructor, so converters and checks run on the new value.
+        return dataclasses.replace(obj, **{head: new})
+    except TypeError:
+        return eqx.tree_at(lambda o: getattr(o, head), obj, new, is_leaf=lambda x: x is None)
+
+
+def remake(problem, **changes):
+    """A copy of `problem` with some fields changed, e.g. `remake(prob, temperature=0.1, tspan=(0, 10))`.
+
+    A name is looked up among the problem's fields, then among the fields of its parts (flow, data, init, ...);
+    a dotted path (`"flow.l2"`, `"init.std"`) names one exactly. Numbers become JAX arrays of the same structure,
+    so solving the new problem reuses the compiled program of the old one.
+    """
+    for name, value in changes.items():
+        problem = _replace(problem, _resolve(problem, name), value)
+    return problem

@@ -1,0 +1,221 @@
+import datetime
+import importlib.metadata
+import platform
+import warnings
+
+import diffrax
+import numpy as np
+import xarray as xr
+
+from ._netcdf import flatten_attrs, sanitize_attrs, write_atomic
+
+RESULT_NAMES = tuple(diffrax.RESULTS._name_to_item)  # shared numbering with diffrax, optimistix and lineax
+
+
+def result_name(code: int) -> str:
+    return RESULT_NAMES[int(code)] if 0 <= int(code) < len(RESULT_NAMES) else f"unknown_{int(code)}"
+
+
+def versions() -> str:
+    names = ("mfpde", "jax", "jaxlib", "equinox", "diffrax", "optimistix", "lineax", "xarray", "numpy")
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return "; ".join(out + [f"python {platform.python_version()}"])
+
+
+def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: dict, timing, attrs: dict, title: str,
+                 stat_dims: tuple[str, ...] = ()):
+    """Assemble a solver's output into a CF-annotated xarray Dataset.
+
+    **Arguments:**
+
+    - `variables`, `coords`: name → (dims, values, CF attributes).
+    - `problem`, `algorithm`: recorded as attributes with all their parameters.
+    - `stats`: solver statistics (integers, scalars or arrays over `stat_dims`); `result` becomes a CF flag variable.
+    - `timing`: an `mfpde._timing.Timer`.
+    - `attrs`: further global attributes (options, seed, solver names).
+    """
+    data_vars = {name: xr.Variable(dims, np.asarray(values), attrs) for name, (dims, values, attrs) in variables.items()}
+    for name, value in stats.items():
+        if name == "result":
+            flag_attrs = {
+                "long_name": "solver result code",
+                "flag_values": np.arange(len(RESULT_NAMES), dtype=np.int32),
+                "flag_meanings": " ".join(RESULT_NAMES),
+            }
+            data_vars[name] = xr.Variable(stat_dims, np.asarray(value, dtype=np.int32), flag_attrs)
+        else:
+            data_vars[name] = xr.Variable(stat_dims, np.asarray(value, dtype=np.int64), {"long_name": name.replace("_", " "), "units": "1"})
+    coord_vars = {name: xr.Variable(dims, np.asarray(values), attrs) for name, (dims, values, attrs) in coords.items()}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    global_attrs = {
+        "Conventions": "CF-1.10",
+        "title": title,
+        "source": versions(),
+        "history": f"{now} mfpde.solve({type(problem).__name__}, {type(algorithm).__name__})",
+        "result_message": ", ".join(sorted({result_name(c) for c in np.ravel(stats.get("result", 0))})),
+        "wall_time_s": timing.wall_time,
+        "compile_time_s": timing.compile_time,
+        "run_time_s": timing.run_time,
+        **flatten_attrs(problem.flow, "flow"),
+        **flatten_attrs(problem.init, "init"),
+        "tspan": [float(t) for t in problem.tspan],
+        **flatten_attrs(algorithm, "algorithm"),
+        **attrs,
+    }
+    if problem.data is not None:
+        global_attrs.update({"data": problem.data.name, "data_n": problem.data.n, "data_d": problem.data.d, "data_k": problem.data.k})
+    return xr.Dataset(data_vars, coord_vars, sanitize_attrs(global_attrs))
+
+
+class IntegrationError(RuntimeError):
+    """An integration that stopped early, raised with `throw=True`. `.solution` holds what was computed."""
+
+    def __init__(self, message: str, solution: "Solution"):
+        super().__init__(message)
+        self.solution = solution
+
+
+class Solution:
+    """The result of `mfpde.solve`: a labelled `xarray.Dataset` (`.dataset`) with NetCDF I/O and quick plots.
+
+    A failed or interrupted integration still returns a Solution: the times it did not reach hold NaN, and
+    `result` (a CF flag variable, diffrax's numbering) says why it stopped.
+    """
+
+    def __init__(self, dataset: xr.Dataset):
+        self.dataset = dataset
+
+    @property
+    def result(self) -> int:
+        """The result code (0: successful; for a sweep, the first failure's); names in `dataset.result.flag_meanings`."""
+        if "result" not in self.dataset:
+            return 0
+        codes = np.ravel(self.dataset["result"].values)
+        return int(codes[codes != 0][0]) if np.any(codes != 0) else 0
+
+    @property
+    def success(self) -> bool:
+        return self.result == 0
+
+    @property
+    def message(self) -> str:
+        return result_name(self.result)
+
+    def to_netcdf(self, path):
+        """Write the dataset to `path` (netCDF4), atomically: a temporary file, then a rename."""
+        return write_atomic(self.dataset, path)
+
+    def summary(self) -> str:
+        """A few lines: final loss, steps, result, wall and compile time."""
+        ds = self.dataset
+        lines = [ds.attrs.get("title", "mfpde solution")]
+        for name in ("loss", "risk", "free_energy", "test_loss"):
+            if name in ds and ds[name].dims != ("time",) and "time" in ds[name].dims:
+                final = ds[name].isel(time=-1).values
+                lines.append(f"  {name:<12} final {np.nanmin(final):.6g} .. {np.nanmax(final):.6g} over {final.size} points")
+            elif name in ds and "time" in ds[name].dims:
+                finite = ds[name].dropna("time")
+                if finite.size:
+                    lines.append(f"  {name:<12} {float(finite[0]):.6g} -> {float(finite[-1]):.6g} (t = {float(finite.time[-1]):g})")
+        if "num_steps" in ds:
+            lines.append(f"  steps        {int(ds.num_steps.sum())} ({int(ds.get('num_rejected_steps', 0).sum())} rejected)")
+        lines.append(f"  result       {self.message}")
+        lines.append(
+            f"  time         {ds.attrs.get('wall_time_s', float('nan')):.2f} s wall, "
+            f"{ds.attrs.get('compile_time_s', float('nan')):.2f} s compiling"
+        )
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Solution(result={self.message!r}, dims={dict(self.dataset.sizes)})"
+
+    def plot(self, coords: tuple[str, ...] | None = None, times=None, color: str | None = None, max_paths: int = 200):
+        """Loss curves, and — when the particles were saved (`save_particles=True`) — the neurons in the plane of two
+        coordinates: their paths, the initial cloud (grey) and the cloud at the last of `times`; for one coordinate,
+        its histogram at `times`. Returns a matplotlib Figure.
+
+        **Arguments:**
+
+        - `coords`: one or two `param` names; default the first two of `w`, else the first two of θ.
+        - `times`: times to show (nearest saved ones); default the first and the last reached.
+        - `color`: a coordinate (e.g. "u") to colour the final cloud by.
+        - `max_paths`: at most this many particle paths are drawn.
+        """
+        import matplotlib.pyplot as plt
+
+        ds = self.dataset
+        has_cloud = "theta" in ds
+        fig, axes = plt.subplots(1, 2 if has_cloud else 1, figsize=(11 if has_cloud else 5.5, 4.2), squeeze=False)
+        ax = axes[0, 0]
+        for name in ("loss", "test_loss", "risk"):
+            if name in ds and ds[name].dims == ("time",):
+                values = ds[name].values
+                ax.plot(ds.time, values, label=name)
+                if np.all(values[np.isfinite(values)] > 0):
+                    ax.set_yscale("log")
+        ax.set_xlabel("time (mean-field units)")
+        ax.legend()
+        ax.set_title(ds.attrs.get("title", ""), fontsize=9)
+        if has_cloud:
+            self._plot_cloud(fig, axes[0, 1], coords, times, color, max_paths)
+        fig.tight_layout()
+        return fig
+
+    def _plot_cloud(self, fig, ax, coords, times, color, max_paths):
+        ds = self.dataset
+        names = [str(p) for p in ds.param.values]
+        if coords is None:
+            ws = [p for p in names if p.startswith("w")]
+            coords = tuple((ws if len(ws) >= 2 else names)[:2])
+        for c in (*coords, *([color] if color else [])):
+            if c not in names:
+                raise ValueError(f"`coords`/`color`: {c!r} is not a coordinate; choose from {names}.")
+        theta = ds.theta.dropna("time", how="all")
+        if times is None:
+            times = [theta.time.values[0], theta.time.values[-1]]
+        snapshots = theta.sel(time=list(times), method="nearest")
+        if len(coords) == 1:
+            for t in snapshots.time.values:
+                ax.hist(snapshots.sel(time=t, param=coords[0]), bins=50, density=True, histtype="step", label=f"t = {t:g}")
+            ax.set_xlabel(coords[0])
+            ax.legend()
+            return
+        x, y = (theta.sel(param=c) for c in coords)
+        stride = max(1, theta.sizes["particle"] // max_paths)
+        ax.plot(x.values[:, ::stride], y.values[:, ::stride], color="0.6", lw=0.5, alpha=0.5)
+        first, last = snapshots.isel(time=0), snapshots.isel(time=-1)
+        ax.scatter(first.sel(param=coords[0]), first.sel(param=coords[1]), s=3, color="0.7", label=f"t = {float(first.time):g}")
+        if color:
+            c = last.sel(param=color).values
+            lim = float(np.max(np.abs(c))) or 1.0
+            points = ax.scatter(last.sel(param=coords[0]), last.sel(param=coords[1]), s=5, c=c, cmap="coolwarm",
+                                vmin=-lim, vmax=lim, label=f"t = {float(last.time):g}")
+            fig.colorbar(points, ax=ax, label=color)
+        else:
+            ax.scatter(last.sel(param=coords[0]), last.sel(param=coords[1]), s=5, color="C3", label=f"t = {float(last.time):g}")
+        ax.set_xlabel(coords[0])
+        ax.set_ylabel(coords[1])
+        ax.legend(markerscale=3)
+        ax.set_title("particles: paths, initial and final")
+
+
+def load(path) -> Solution:
+    """Read a Solution written by `Solution.to_netcdf`; `load(p).dataset` is identical to the one written."""
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return Solution(ds.load())
+
+
+def warn_or_raise(solution: Solution, throw: bool) -> Solution:
+    """Warn (or raise IntegrationError, with the partial solution attached) when the integration failed."""
+    if solution.success:
+        return solution
+    message = f"The integration stopped early: {solution.message}. The returned solution holds what was computed."
+    if throw:
+        raise IntegrationError(message, solution)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return solution

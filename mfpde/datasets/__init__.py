@@ -1,0 +1,4 @@
+"""Data sets: random teachers and the real tables shipped in `data/`."""
+
+from ._tables import diabetes as diabetes, digits as digits
+from ._teacher import teacher as teacher, teacher_student_2d as teacher_student_2d

@@ -1,0 +1,70 @@
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Scalar
+
+from .._dataset import Dataset
+
+
+class AbstractFlow(eqx.Module):
+    """The dynamics of a measure ρ over the coordinates θ of a neuron (or feature), given by an energy.
+
+    A flow is defined by its energy R evaluated on a weighted empirical measure ρ = Σ_j m_j δ_{θ_j}
+    (`energy`), plus the temperature τ ≥ 0 of the entropy term of F = R + τ ∫ ρ log ρ. Every discretisation derives
+    its dynamics from that one function by autodiff: particles move with θ̇_j = −(1/m_j) ∂R/∂θ_j (`velocity`), grid
+    masses follow the potential Φ_k = ∂R/∂m_k. Flows that are not gradient flows override `velocity`.
+
+    Coordinates come in named groups (`groups`), e.g. `{"u": 1, "w": d}`; the state of N particles is an (N, p)
+    array with the groups side by side in that order.
+    """
+
+    temperature: eqx.AbstractVar[Float[Array, ""]]
+
+    @abc.abstractmethod
+    def groups(self, data: Dataset | None) -> dict[str, int]:
+        """The coordinate groups of θ and their sizes, in state order."""
+
+    @abc.abstractmethod
+    def energy(
+        self, theta: Float[Array, "N p"], masses: Float[Array, " N"], data: Dataset | None, *, chunk_size: int | None = None
+    ) -> Scalar:
+        """R(ρ) for ρ = Σ_j m_j δ_{θ_j} (the entropy term is not included).
+
+        **Arguments:**
+
+        - `theta`: particle positions, shape (N, p).
+        - `masses`: particle masses m_j ≥ 0, Σ m_j = 1.
+        - `data`: the training data (None for data-free flows).
+        - `chunk_size`: evaluate the data term in chunks of this many training points (memory O(N·chunk)).
+        """
+
+    def check_data(self, data: Dataset | None) -> None:
+        """Raise a ValueError naming `data` when this flow cannot use it."""
+
+    def coordinates(self, data: Dataset | None) -> tuple[str, ...]:
+        """Names of the p coordinates of θ: the group name, or `name_i` for a group of several."""
+        names = []
+        for group, size in self.groups(data).items():
+            names += [group] if size == 1 else [f"{group}_{i}" for i in range(size)]
+        return tuple(names)
+
+    def trainable(self, data: Dataset | None) -> np.ndarray:
+        """A boolean mask over the p coordinates: False for coordinates the flow keeps fixed."""
+        return np.ones(sum(self.groups(data).values()), dtype=bool)
+
+    def velocity(self, t, theta: Float[Array, "N p"], masses: Float[Array, " N"], data, *, chunk_size=None):
+        """The mean-field velocity at the particles, v_j = −(1/m_j) ∂R/∂θ_j = −∇_θ (δR/δρ)(θ_j)."""
+        grad = jax.grad(self.energy)(theta, masses, data, chunk_size=chunk_size)
+        mask = jnp.asarray(self.trainable(data), dtype=theta.dtype)
+        return -grad / masses[:, None] * mask
+
+    def observables(self, theta, masses, data, *, chunk_size=None) -> dict[str, Array]:
+        """Model-specific observables of ρ (e.g. training loss, predictions). See `describe` for their dims."""
+        return {}
+
+    def describe(self, data: Dataset | None) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+        """For each observable: its dims (beyond `time`) and its CF attributes (`long_name`, `units`)."""
+        return {}

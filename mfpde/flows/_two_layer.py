@@ -1,0 +1,130 @@
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .. import activations, losses
+from .._checks import as_float_array
+from .._dataset import Dataset
+from ._base import AbstractFlow
+
+
+def _float(argument: str, *, nonnegative: bool = False):
+    return lambda value: as_float_array(value, argument, "TwoLayer", nonnegative=nonnegative)
+
+
+def chunked_map(fn, X: Float[Array, "n d"], chunk_size: int | None) -> Array:
+    """`fn(X)` evaluated on chunks of `chunk_size` rows (rematerialised under autodiff), concatenated.
+
+    Keeps the memory of a layer of N neurons at O(N·chunk) instead of O(N·n), also for gradients.
+    """
+    n = X.shape[0]
+    if chunk_size is None or chunk_size >= n:
+        return fn(X)
+    n_chunks = -(-n // chunk_size)
+    padded = jnp.concatenate([X, jnp.zeros((n_chunks * chunk_size - n, X.shape[1]), X.dtype)])
+    out = jax.lax.map(jax.checkpoint(fn), padded.reshape(n_chunks, chunk_size, X.shape[1]))
+    return out.reshape(n_chunks * chunk_size, *out.shape[2:])[:n]
+
+
+class TwoLayer(AbstractFlow):
+    """Mean-field two-layer network (MATH.md 1).
+
+        f(x; ρ) = α Σ_j m_j u_j σ(w_j · x + b_j),   θ_j = (u_j, w_j, b_j), u_j ∈ R^k
+        R(ρ) = E_i ℓ(f(x_i; ρ), y_i) + ½ Σ_j m_j Σ_c λ_c θ_{jc}²
+
+    with λ_c = `l2` on the trained coordinates (`l2_output` on u when given) and 0 on fixed ones.
+
+    **Arguments:**
+
+    - `activation`: one of `mfpde.activations.ACTIVATIONS` ("tanh", "relu", "sigmoid", "erf", "identity", "softplus").
+    - `alpha`: output scale α.
+    - `bias`: whether neurons carry a bias b_j.
+    - `train_output`: whether the output weights u_j move (False keeps them at their initial values).
+    - `l2`: weight decay λ ≥ 0 of the trained coordinates.
+    - `l2_output`: weight decay of u, if it differs from `l2`.
+    - `temperature`: τ ≥ 0 of the entropy term (noisy training when τ > 0).
+    - `loss`: "squared" (½|f − y|²) or "logistic" (labels ±1).
+
+    Coordinate groups: `u` (k), `w` (d), and `b` (1) when `bias`.
+    """
+
+    activation: str = eqx.field(static=True, default="tanh")
+    alpha: Float[Array, ""] = eqx.field(converter=_float("alpha"), default=1.0)
+    bias: bool = eqx.field(static=True, default=False)
+    train_output: bool = eqx.field(static=True, default=True)
+    l2: Float[Array, ""] = eqx.field(converter=_float("l2", nonnegative=True), default=0.0)
+    l2_output: Float[Array, ""] | None = eqx.field(
+        converter=lambda v: None if v is None else as_float_array(v, "l2_output", "TwoLayer", nonnegative=True),
+        default=None,
+    )
+    temperature: Float[Array, ""] = eqx.field(converter=_float("temperature", nonnegative=True), default=0.0)
+    loss: Literal["squared", "logistic"] = eqx.field(static=True, default="squared")
+
+    def __check_init__(self):
+        activations.get(self.activation)
+        losses.get(self.loss)
+        for name in ("alpha", "l2", "temperature"):
+            if jnp.ndim(getattr(self, name)) != 0:
+                raise ValueError(f"`{name}` of TwoLayer must be a scalar, got shape {jnp.shape(getattr(self, name))}.")
+
+    def groups(self, data: Dataset | None) -> dict[str, int]:
+        self.check_data(data)
+        groups = {"u": data.k, "w": data.d}
+        if self.bias:
+            groups["b"] = 1
+        return groups
+
+    def check_data(self, data):
+        if not isinstance(data, Dataset):
+            raise TypeError(f"`data` of a TwoLayer flow must be an mfpde.Dataset, got {type(data).__name__}.")
+
+    def trainable(self, data):
+        mask = np.ones(sum(self.groups(data).values()), dtype=bool)
+        mask[: data.k] = self.train_output
+        return mask
+
+    def _split(self, theta, data):
+        k, d = data.k, data.d
+        u, w = theta[:, :k], theta[:, k : k + d]
+        b = theta[:, k + d] if self.bias else jnp.zeros((), theta.dtype)
+        return u, w, b
+
+    def predict(self, theta, masses, X, data, *, chunk_size=None) -> Float[Array, "n k"]:
+        """f(x_i; ρ) = α Σ_j m_j u_j σ(w_j · x_i + b_j) at the rows of `X`."""
+        u, w, b = self._split(theta, data)
+        sigma = activations.get(self.activation)
+        weighted_u = self.alpha * masses[:, None] * u
+        return chunked_map(lambda x: sigma(x @ w.T + b) @ weighted_u, X, chunk_size)
+
+    def _l2_vector(self, data, dtype):
+        lam = jnp.full(sum(self.groups(data).values()), self.l2, dtype=dtype)
+        if self.l2_output is not None:
+            lam = lam.at[: data.k].set(self.l2_output)
+        return lam * jnp.asarray(self.trainable(data), dtype)
+
+    def energy(self, theta, masses, data, *, chunk_size=None):
+        f = self.predict(theta, masses, data.X, data, chunk_size=chunk_size)
+        data_term = jnp.mean(losses.get(self.loss)(f, data.y))
+        return data_term + 0.5 * jnp.sum(masses[:, None] * self._l2_vector(data, theta.dtype) * theta**2)
+
+    def observables(self, theta, masses, data, *, chunk_size=None):
+        ell = losses.get(self.loss)
+        f = self.predict(theta, masses, data.X, data, chunk_size=chunk_size)
+        out = {"loss": jnp.mean(ell(f, data.y)), "prediction": f}
+        if data.X_test is not None:
+            f_test = self.predict(theta, masses, data.X_test, data, chunk_size=chunk_size)
+            out["test_loss"] = jnp.mean(ell(f_test, data.y_test))
+        return out
+
+    def describe(self, data):
+        out = {
+            "loss": ((), {"long_name": f"training loss E_i ℓ(f(x_i), y_i), ℓ = {self.loss}", "units": "1"}),
+            "prediction": (("sample", "output"), {"long_name": "network output f(x_i) on the training points", "units": "1"}),
+        }
+        if data.X_test is not None:
+            out["test_loss"] = ((), {"long_name": f"test loss E ℓ(f(x), y), ℓ = {self.loss}", "units": "1"})
+        return out

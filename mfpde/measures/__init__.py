@@ -1,0 +1,7 @@
+"""Initial measures ρ₀ over a flow's coordinates."""
+
+from ._base import AbstractMeasure as AbstractMeasure
+from ._gaussian import Gaussian as Gaussian
+from ._particles import Particles as Particles
+from ._product import Product as Product
+from ._uniform import Uniform as Uniform

@@ -1,0 +1,51 @@
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+
+from ._base import AbstractMeasure
+
+
+class Particles(AbstractMeasure):
+    """An explicit empirical measure (1/N) Σ_j δ_{θ_j}, given as arrays keyed by the flow's group names.
+
+    **Arguments:**
+
+    - `**arrays`: for `flows.TwoLayer`, `u` of shape (N,) or (N, k), `w` of shape (N, d), `b` of shape (N,).
+
+    Sampling returns these arrays unchanged (the key is unused), so a run is exactly reproducible.
+    """
+
+    arrays: dict[str, Array]
+
+    def __init__(self, **arrays):
+        if not arrays:
+            raise ValueError("Particles needs arrays, e.g. Particles(u=u0, w=W0).")
+        out, n = {}, None
+        for name, value in arrays.items():
+            a = np.asarray(value, dtype=float)
+            if a.ndim == 1:
+                a = a[:, None]
+            if a.ndim != 2:
+                raise ValueError(f"`{name}` of Particles must have shape (N,) or (N, size), got {a.shape}.")
+            if n is not None and a.shape[0] != n:
+                raise ValueError(f"`{name}` of Particles has {a.shape[0]} particles, the others {n}.")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"`{name}` of Particles contains NaN or infinite values.")
+            n = a.shape[0]
+            out[name] = jnp.asarray(a)
+        self.arrays = out
+
+    @property
+    def n(self) -> int:
+        """Number of particles."""
+        return next(iter(self.arrays.values())).shape[0]
+
+    def sample(self, key: PRNGKeyArray, n: int, groups: dict[str, int]) -> dict[str, Array]:
+        if n != self.n:
+            raise ValueError(f"`n` is {n} but the explicit Particles measure has {self.n} particles.")
+        if set(groups) != set(self.arrays):
+            raise ValueError(f"Particles has arrays {sorted(self.arrays)} but the flow has groups {list(groups)}.")
+        for name, size in groups.items():
+            if self.arrays[name].shape[1] != size:
+                raise ValueError(f"`{name}` of Particles has {self.arrays[name].shape[1]} columns, the flow needs {size}.")
+        return {name: self.arrays[name] for name in groups}

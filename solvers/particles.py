@@ -1,0 +1,446 @@
+from typing import Literal
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, Float, PRNGKeyArray
+
+import mfpde
+from mfpde._checks import as_float_array
+from mfpde._solution import make_dataset, warn_or_raise
+from mfpde._timing import Timer
+
+from ._entropy import knn_entropy
+from ._saveat import save_times
+
+_NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
+_EVENT = diffrax.RESULTS._name_to_item["event_occurred"]._value
+_AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
+
+
+class Particles(mfpde.AbstractAlgorithm):
+    """The Lagrangian discretisation: N particles of mass 1/N moving with the flow's velocity,
+
+        dθ_j = v(θ_j, ρ_N) dt + √(2τ) dB_j,   v = −(1/m_j) ∂R/∂θ_j,   ρ_N = (1/N) Σ_j δ_{θ_j}.
+
+    For τ = 0 this is continuous-time gradient descent of the width-N network; for τ > 0, noisy gradient descent.
+
+    **Arguments:**
+
+    - `n`: number of particles N (may be omitted when the initial measure is an explicit `measures.Particles`).
+    - `method`: "adaptive" (diffrax, error-controlled) or "scan" (fixed-step Euler–Maruyama in a `lax.scan`, lean
+      for long cheap runs; exact at the save times).
+    - `dt`: the step of the "scan" method.
+    - `chunk_size`: evaluate the data term in chunks of this many training points, keeping memory
+      O(N·(d + k) + N·chunk) also for gradients. Default: chunks only when N·n > 2²⁴.
+    - `save_particles`: also save the full state θ(t) at the save times (data variable `theta`).
+    - `entropy_samples`: for τ > 0, the entropy term of the free energy is a Kozachenko–Leonenko k-NN estimate from
+      the first `entropy_samples` particles (exchangeable, so a fair subsample), at cost O(entropy_samples²).
+
+    How the adaptive method chooses when no diffrax `solver` is passed to `solve`:
+
+    - τ = 0: `Tsit5` (explicit, 5th order), unless the flow is stiff over the time span: the spectral radius λ of the
+      velocity's Jacobian at t0 (power iteration) gives the number of steps an explicit solver needs for stability
+      alone, λ·(t1 − t0)/3.5; above `stiff_steps` the solve uses `Kvaerno5` with a matrix-free Newton–GMRES root
+      finder (never a dense Jacobian of the N·p state).
+    - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) on a `VirtualBrownianTree`.
+    """
+
+    n: int | None = eqx.field(static=True, default=None)
+    method: Literal["adaptive", "scan"] = eqx.field(static=True, default="adaptive")
+    dt: Float[Array, ""] | None = eqx.field(
+        converter=lambda v: None if v is None else as_float_array(v, "dt", "Particles"), default=None
+    )
+    chunk_size: int | None = eqx.field(static=True, default=None)
+    save_particles: bool = eqx.field(static=True, default=False)
+    entropy_samples: int = eqx.field(static=True, default=4096)
+    stiff_steps: int = eqx.field(static=True, default=10_000)
+
+    def __check_init__(self):
+        if self.n is not None and (not isinstance(self.n, (int, np.integer)) or self.n < 1):
+            raise ValueError(f"`n` of Particles must be a positive integer, got {self.n!r}.")
+        if self.method not in ("adaptive", "scan"):
+            raise ValueError(f"`method` of Particles must be 'adaptive' or 'scan', got {self.method!r}.")
+        if self.method == "scan":
+            if self.dt is None:
+                raise ValueError("`dt` of Particles is required with method='scan'.")
+            if not bool(self.dt > 0):
+                raise ValueError(f"`dt` of Particles must be positive, got {float(self.dt)}.")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
+            raise ValueError(f"`chunk_size` of Particles must be a positive integer, got {self.chunk_size!r}.")
+
+    def solve(
+        self,
+        problem: mfpde.FlowProblem,
+        *,
+        saveat=None,
+        key: int | PRNGKeyArray = 0,
+        solver: diffrax.AbstractSolver | None = None,
+        stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        dt0: float | None = None,
+        max_steps: int = 100_000,
+        progress_meter: diffrax.AbstractProgressMeter | bool = False,
+        brownian_tol: float | None = None,
+        batch_size: int = 64,
+        throw: bool = False,
+    ) -> mfpde.Solution:
+        """Integrate `problem` with N particles.
+
+        **Arguments:**
+
+        - `problem`: an `mfpde.FlowProblem`, or an `mfpde.EnsembleProblem` (all points batched through one compiled
+          program; the result has one dimension per swept parameter).
+        - `saveat`: times (array) or a `diffrax.SaveAt(ts=...)`; default 101 times over the span. Observables are
+          computed at these times only; no step is kept in memory.
+        - `key`: an integer seed or a JAX PRNG key, for the initial particles and the noise.
+        - `solver`, `stepsize_controller`: diffrax objects, passed through (default: see the class docstring;
+          a `PIDController(rtol, atol)`).
+        - `rtol`, `atol`: tolerances of the default controller (traced: changing them does not recompile).
+          Default for τ = 0: 1e-6/1e-8 in float64, 1e-4/1e-6 in float32; for τ > 0 (pathwise error of the
+          SDE): 1e-3 in float64, 1e-2 in float32.
+        - `dt0`: initial step (default: chosen by the controller).
+        - `max_steps`: step budget; reaching it returns what was computed, with result `max_steps_reached`.
+        - `progress_meter`: a diffrax progress meter, or True for `diffrax.TqdmProgressMeter()`.
+        - `brownian_tol`: resolution of the Brownian tree (τ > 0), default (t1 − t0)·2⁻¹⁸.
+        - `batch_size`: for an `mfpde.EnsembleProblem`, the number of points run together in one vmapped program.
+        - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
+        """
+        ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
+        base = ensemble.problem if ensemble is not None else problem
+        if not isinstance(base, mfpde.FlowProblem):
+            raise TypeError(f"`problem` must be an mfpde.FlowProblem or EnsembleProblem, got {type(problem).__name__}.")
+        flow, data = base.flow, base.data
+        ts = save_times(saveat, base.tspan)
+        key, seed = _as_key(key)
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        groups = flow.groups(data)
+        n = self.n if self.n is not None else getattr(base.init, "n", None)
+        if n is None:
+            raise ValueError("`n` of Particles is required unless the initial measure is explicit `measures.Particles`.")
+        y0 = _initial_state(base.init, jax.random.split(key)[0], n, groups)  # checks the measure against the flow
+        dtype = y0.dtype
+        chunk = self.chunk_size
+        if chunk is None and data is not None and n * data.n > _AUTO_CHUNK_ELEMENTS:
+            chunk = max(1, _AUTO_CHUNK_ELEMENTS // n)
+        temperatures = [base.flow.temperature] if ensemble is None else [
+            ensemble.point_problem(point).flow.temperature for point in ensemble.points()
+        ]
+        noisy = bool(np.any(np.asarray(temperatures) > 0))
+        if noisy:  # strong (pathwise) error control: observables carry O(N^{-1/2}) Monte-Carlo error anyway
+            default_rtol = default_atol = 1e-3 if dtype == jnp.float64 else 1e-2
+        else:
+            default_rtol, default_atol = (1e-6, 1e-8) if dtype == jnp.float64 else (1e-4, 1e-6)
+        rtol = jnp.asarray(default_rtol if rtol is None else rtol, dtype)
+        atol = jnp.asarray(default_atol if atol is None else atol, dtype)
+        if progress_meter is True:
+            progress_meter = diffrax.TqdmProgressMeter()
+        elif progress_meter is False or progress_meter is None:
+            progress_meter = diffrax.NoProgressMeter()
+        attrs = {"seed": seed, "chunk_size": chunk, "noisy": noisy, "method": self.method}
+        masses = jnp.full((n,), 1.0 / n, dtype=dtype)
+
+        with Timer() as timer:
+            if self.method == "scan":
+                integrate = jax.tree_util.Partial(_integrate_scan, ts=jnp.asarray(ts, dtype), dt=self.dt.astype(dtype), noisy=noisy,
+                                       save=self.save_particles)
+                attrs.update(solver="EulerMaruyama" if noisy else "Euler", stepsize_controller="constant", dt=self.dt)
+            else:
+                stiff = None
+                if solver is None:
+                    if noisy:
+                        solver = diffrax.ShARK()
+                    else:
+                        system = _System(flow, data, masses, chunk, self.entropy_samples)
+                        lam = float(_spectral_radius(system, y0, jnp.asarray(base.tspan[0], dtype)))
+                        stiff = lam * float(base.tspan[1] - base.tspan[0]) / 3.5 > self.stiff_steps
+                        attrs["jacobian_spectral_radius"] = lam
+                        solver = _implicit_solver() if stiff else diffrax.Tsit5()
+                if stepsize_controller is None:
+                    # Milder PI coefficients for SDEs, as diffrax recommends for noisy error estimates.
+                    gains = dict(pcoeff=0.1, icoeff=0.3) if noisy else {}
+                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, **gains)
+                span = float(base.tspan[1] - base.tspan[0])
+                integrate = jax.tree_util.Partial(
+                    _integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
+                    dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps,
+                    brownian_tol=jnp.asarray(span * 2.0**-18 if brownian_tol is None else brownian_tol, dtype),
+                    noisy=noisy, save=self.save_particles,
+                )
+                attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
+                             atol=atol, max_steps=max_steps, stiff_detected=stiff)
+            point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples)
+            if ensemble is None:
+                out = jax.device_get(_run(point, base, key, progress_meter))
+            else:
+                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter)
+                attrs["batch_size"] = batch_size
+
+        observables, stats = out
+        dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
+        return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+def _initial_state(init, key, n, groups):
+    sampled = init.sample(key, n, groups)
+    return jnp.concatenate([jnp.asarray(sampled[g]).reshape(n, size) for g, size in groups.items()], axis=1).reshape(-1)
+
+
+class _Point(eqx.Module):
+    """Solves one problem from its key: samples the initial particles, then integrates. Pure, so it vmaps."""
+
+    integrate: jax.tree_util.Partial
+    n: int = eqx.field(static=True)
+    groups: tuple[tuple[str, int], ...] = eqx.field(static=True, converter=lambda g: tuple(dict(g).items()))
+    dtype: np.dtype = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
+    entropy_samples: int = eqx.field(static=True)
+
+    def __call__(self, problem, key, meter):
+        init_key, noise_key = jax.random.split(key)
+        y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
+        masses = jnp.full((self.n,), 1.0 / self.n, dtype=self.dtype)
+        system = _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples)
+        t0, t1 = (jnp.asarray(t, self.dtype) for t in problem.tspan)
+        return self.integrate(system, y0, t0, t1, noise_key, meter)
+
+
+def _solve_point(point: _Point, problem, key, meter):
+    return point(problem, key, meter)
+
+
+def _solve_values(point: _Point, base, values: dict, key, meter):
+    return point(mfpde.remake(base, **values), key, meter)
+
+
+_run = eqx.filter_jit(_solve_point)
+# One compiled program for a batch of points: vmap over swept values and keys, in lock step (see `_run_ensemble`).
+_run_batch = eqx.filter_jit(eqx.filter_vmap(_solve_values, in_axes=(None, None, 0, 0, None)))
+
+
+def _run_ensemble(point, ensemble, key, batch_size, progress_meter):
+    """Run every point of the sweep, `batch_size` at a time through one compiled vmapped program.
+
+    Under vmap the adaptive loop runs in lock step: each point keeps its own step size and error control, but a
+    batch costs as many iterations as its slowest point needs. Points that finish early idle; group points of
+    similar stiffness, or lower `batch_size`, when they differ a lot.
+    """
+    points = ensemble.points()
+    names = [name for name in ensemble.sweep if name != "seed"]
+    values = {name: np.asarray([p[name] for p in points]) for name in names}
+    keys = jnp.stack([jax.random.key(int(p["seed"])) if "seed" in p else key for p in points])
+    size = min(batch_size, len(points))
+    starts = range(0, len(points), size)
+    if not isinstance(progress_meter, diffrax.NoProgressMeter):
+        import tqdm
+
+        starts = tqdm.tqdm(starts, unit="batch", desc=f"{len(points)} points")
+    outs = []
+    for start in starts:
+        # The last batch is padded with its last point, so that every batch reuses one compiled program.
+        index = np.minimum(np.arange(start, start + size), len(points) - 1)
+        batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
+        out = jax.device_get(_run_batch(point, ensemble.problem, batch, keys[index], diffrax.NoProgressMeter()))
+        outs.append(jax.tree.map(lambda a: a[: min(size, len(points) - start)], out))
+    return jax.tree.map(lambda *a: np.concatenate(a), *outs)
+
+
+def _as_key(key):
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key)), int(key)
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key, None
+    if isinstance(key, jax.Array) and key.dtype == jnp.uint32:
+        return jax.random.wrap_key_data(key), None
+    raise TypeError(f"`key` must be an integer seed or a JAX PRNG key, got {type(key).__name__}.")
+
+
+class _System(eqx.Module):
+    """The particle system: flow, data and masses, with the state flattened to a vector of N·p entries."""
+
+    flow: mfpde.flows.AbstractFlow
+    data: mfpde.Dataset | None
+    masses: Array
+    chunk_size: int | None = eqx.field(static=True)
+    entropy_samples: int = eqx.field(static=True)
+
+    def unflatten(self, y):
+        return y.reshape(self.masses.shape[0], -1)
+
+    def velocity(self, t, y, args=None):
+        theta = self.unflatten(y)
+        return self.flow.velocity(t, theta, self.masses, self.data, chunk_size=self.chunk_size).reshape(-1)
+
+    def noise_scale(self, y):
+        """√(2τ) on trained coordinates, 0 on fixed ones, per entry of the flat state."""
+        mask = jnp.asarray(self.flow.trainable(self.data), y.dtype)
+        return jnp.tile(jnp.sqrt(2 * self.flow.temperature).astype(y.dtype) * mask, self.masses.shape[0])
+
+    def observe(self, t, y, noisy: bool, save_particles: bool):
+        theta = self.unflatten(y)
+        out = dict(self.flow.observables(theta, self.masses, self.data, chunk_size=self.chunk_size))
+        risk = self.flow.energy(theta, self.masses, self.data, chunk_size=self.chunk_size)
+        out["risk"] = risk
+        if noisy:
+            trained = theta[: self.entropy_samples, np.flatnonzero(self.flow.trainable(self.data))]
+            out["entropy"] = knn_entropy(trained)
+            out["free_energy"] = risk - self.flow.temperature * out["entropy"]
+        else:
+            out["free_energy"] = risk
+        out["theta_mean"] = jnp.mean(theta, axis=0)
+        if theta.shape[1] <= 32:
+            out["theta_cov"] = jnp.cov(theta, rowvar=False).reshape(theta.shape[1], theta.shape[1])
+        else:
+            out["theta_var"] = jnp.var(theta, axis=0, ddof=1)
+        if save_particles:
+            out["theta"] = theta
+        return out
+
+
+@eqx.filter_jit
+def _spectral_radius(system: _System, y0, t0, iterations: int = 20):
+    """Power iteration for the largest |eigenvalue| of ∂v/∂y at y0, with directional finite differences."""
+    v0 = system.velocity(t0, y0)
+    eps = jnp.sqrt(jnp.finfo(y0.dtype).eps) * (1 + jnp.linalg.norm(y0))
+
+    def step(_, carry):
+        z, _ = carry
+        jz = (system.velocity(t0, y0 + eps * z) - v0) / eps
+        norm = jnp.linalg.norm(jz)
+        return jz / jnp.where(norm > 0, norm, 1.0), norm
+
+    z = jax.random.normal(jax.random.key(0), y0.shape, y0.dtype)
+    _, lam = jax.lax.fori_loop(0, iterations, step, (z / jnp.linalg.norm(z), jnp.zeros((), y0.dtype)))
+    return lam
+
+
+def _implicit_solver():
+    # Matrix-free: a dense Jacobian of an N·p particle state does not fit in memory.
+    newton = diffrax.with_stepsize_controller_tols(optx.Newton)(linear_solver=lx.GMRES(rtol=1e-6, atol=1e-10, restart=40))
+    return diffrax.Kvaerno5(root_finder=newton)
+
+
+def _nonfinite(t, y, args, **kwargs):
+    return jnp.any(~jnp.isfinite(y))
+
+
+def _integrate_adaptive(system, y0, t0, t1, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy, save):
+    drift = diffrax.ODETerm(system.velocity)
+    if noisy:
+        brownian = diffrax.VirtualBrownianTree(
+            t0, t1, tol=brownian_tol, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key,
+            levy_area=diffrax.SpaceTimeLevyArea,
+        )
+        scale = system.noise_scale(y0)
+        terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(lambda t, y, args: lx.DiagonalLinearOperator(scale), brownian))
+    else:
+        terms = drift
+    sol = diffrax.diffeqsolve(
+        terms, solver, t0, t1, dt0, y0,
+        saveat=diffrax.SaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
+        stepsize_controller=controller, event=diffrax.Event(_nonfinite), max_steps=max_steps, throw=False,
+        progress_meter=meter,
+    )
+    result = sol.result._value
+    result = jnp.where(result == _EVENT, _NONFINITE, result)
+    stats = {
+        "num_steps": sol.stats["num_steps"],
+        "num_accepted_steps": sol.stats["num_accepted_steps"],
+        "num_rejected_steps": sol.stats["num_rejected_steps"],
+        "result": result,
+    }
+    return sol.ys, stats
+
+
+def _integrate_scan(system, y0, t0, t1, key, meter, *, ts, dt, noisy, save):
+    """Fixed-step Euler–Maruyama, landing exactly on each save time: each interval [s_k, s_{k+1}] is split into
+    ⌈(s_{k+1} − s_k)/dt⌉ equal steps. Stops advancing (and saves NaN) once the state is non-finite."""
+    scale = system.noise_scale(y0) if noisy else None
+    t_end = ts[-1]
+    span = jnp.where(t_end > t0, t_end - t0, 1.0)
+
+    def interval(carry, t_next):
+        y, t, steps, failed, meter_state = carry
+        count = jnp.where(failed, 0, jnp.ceil((t_next - t) / dt - 1e-9)).astype(jnp.int32)
+        h = (t_next - t) / jnp.maximum(count, 1).astype(t.dtype)
+
+        def step(i, y):
+            y_new = y + h * system.velocity(t + i.astype(t.dtype) * h, y)
+            if noisy:
+                noise = jax.random.normal(jax.random.fold_in(key, steps + i), y.shape, y.dtype)
+                y_new = y_new + jnp.sqrt(h) * scale * noise
+            return y_new
+
+        y = jax.lax.fori_loop(0, count, step, y)
+        failed = failed | jnp.any(~jnp.isfinite(y))
+        observed = system.observe(t_next, y, noisy, save)
+        observed = jax.tree.map(lambda a: jnp.where(failed, jnp.inf, a), observed)
+        meter_state = meter.step(meter_state, (t_next - t0) / span)
+        return (y, t_next, steps + count, failed, meter_state), observed
+
+    carry = (y0, t0, jnp.zeros((), jnp.int32), jnp.zeros((), bool), meter.init())
+    (y, _, steps, failed, meter_state), ys = jax.lax.scan(interval, carry, ts)
+    meter.close(meter_state)
+    zero = jnp.zeros((), jnp.int32)
+    stats = {"num_steps": steps, "num_accepted_steps": steps, "num_rejected_steps": zero,
+             "result": jnp.where(failed, _NONFINITE, 0)}
+    return ys, stats
+
+
+_DESCRIPTIONS = {
+    "risk": ((), {"long_name": "risk R(ρ): training loss plus regularisers", "units": "1"}),
+    "free_energy": ((), {"long_name": "free energy F = R + τ ∫ρ log ρ (entropy by k-NN estimate for particles)", "units": "1"}),
+    "entropy": ((), {"long_name": "differential entropy of the trained coordinates (Kozachenko–Leonenko estimate)", "units": "1"}),
+    "theta_mean": (("param",), {"long_name": "mean of θ over particles", "units": "1"}),
+    "theta_cov": (("param", "param2"), {"long_name": "covariance of θ over particles", "units": "1"}),
+    "theta_var": (("param",), {"long_name": "variance of θ over particles", "units": "1"}),
+    "theta": (("particle", "param"), {"long_name": "particle positions θ_j", "units": "1"}),
+}
+
+
+def _dataset(problem, algorithm, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble):
+    described = {**_DESCRIPTIONS, **flow.describe(data)}
+    shape, sweep_dims = (ensemble.shape, ensemble.dims) if ensemble is not None else ((), ())
+    result = np.asarray(stats["result"]).reshape(-1)
+    # Times an early stop did not reach are filled with inf by diffrax (and by the scan path): mark them NaN.
+    risk = np.asarray(observables["risk"]).reshape(len(result), len(ts))
+    unreached = (result[:, None] != 0) & np.isposinf(risk)
+    variables = {}
+    for name, values in observables.items():
+        values = np.asarray(values)  # (time, ...) for one problem, (point, time, ...) for a sweep
+        values = values.reshape(len(result), len(ts), *values.shape[2 if ensemble is not None else 1 :])
+        if unreached.any() and np.issubdtype(values.dtype, np.floating):
+            values = np.where(unreached.reshape(*unreached.shape, *[1] * (values.ndim - 2)), np.nan, values)
+        dims, var_attrs = described[name]
+        variables[name] = ((*sweep_dims, "time", *dims), values.reshape(*shape, *values.shape[1:]), var_attrs)
+    names = np.array(flow.coordinates(data), dtype=object)
+    coords = {
+        "time": (("time",), ts, {"long_name": "time", "units": "1",
+                                 "description": "mean-field time: t = k·η/N after k gradient-descent steps of learning rate η"}),
+        "param": (("param",), names, {"long_name": "coordinate of θ"}),
+    }
+    if "theta_cov" in observables:
+        coords["param2"] = (("param2",), names, {"long_name": "coordinate of θ"})
+    if "theta" in observables:
+        coords["particle"] = (("particle",), np.arange(variables["theta"][1].shape[-2]), {"long_name": "particle index"})
+    if data is not None and "prediction" in observables:
+        coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
+        coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
+    if ensemble is not None:
+        for name, values in ensemble.sweep.items():
+            dim = sweep_dims[list(ensemble.sweep).index(name)] if ensemble.product else "point"
+            coords[name.replace(".", "_")] = ((dim,), values, {"long_name": f"swept parameter {name}"})
+        if not ensemble.product:
+            coords["point"] = (("point",), np.arange(ensemble.shape[0]), {"long_name": "sweep point index"})
+    title = f"{type(flow).__name__} flow, {type(algorithm).__name__} ({'noisy' if noisy else 'deterministic'})"
+    stats = {k: np.asarray(v).reshape(shape) for k, v in stats.items()}
+    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
+                        timing=timer, attrs=attrs, title=title, stat_dims=sweep_dims)

@@ -1,0 +1,90 @@
+import equinox as eqx
+import numpy as np
+import pytest
+import xarray as xr
+
+import mfpde
+import solvers.particles
+from solvers import Particles
+
+
+def _problem(temperature=0.0):
+    data = mfpde.datasets.teacher(0, n=24, d=2)
+    return mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=1e-3, temperature=temperature), data, mfpde.measures.Gaussian(), (0.0, 2.0))
+
+
+def test_deterministic_sweep_equals_single_solves():
+    prob = _problem()
+    study = mfpde.EnsembleProblem(prob, sweep={"l2": [0.0, 0.1, 1.0], "alpha": [1.0, 2.0]})
+    ds = mfpde.solve(study, Particles(n=16), saveat=[1.0, 2.0], key=5, batch_size=4).dataset
+    assert ds.loss.dims == ("l2", "alpha", "time") and ds.num_steps.dims == ("l2", "alpha")
+    assert (ds.result == 0).all()
+    for l2 in (0.0, 0.1, 1.0):
+        for alpha in (1.0, 2.0):
+            single = mfpde.solve(mfpde.remake(prob, l2=l2, alpha=alpha), Particles(n=16), saveat=[1.0, 2.0], key=5).dataset
+            np.testing.assert_allclose(ds.risk.sel(l2=l2, alpha=alpha), single.risk, rtol=1e-10)
+            assert int(ds.num_steps.sel(l2=l2, alpha=alpha)) == int(single.num_steps)
+
+
+def test_noisy_sweep_over_temperature_and_seed_equals_single_solves():
+    prob = _problem(0.02)
+    study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.02, 0.05], "seed": [0, 1, 2]})
+    ds = mfpde.solve(study, Particles(n=16, save_particles=True), saveat=[2.0], batch_size=4).dataset
+    assert ds.theta.dims == ("temperature", "seed", "time", "particle", "param")
+    for temperature in (0.02, 0.05):
+        for seed in (0, 1, 2):
+            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), Particles(n=16, save_particles=True), saveat=[2.0], key=seed)
+            # Same Brownian paths; the batched and single programs agree to the pathwise tolerance (rtol = atol = 1e-3),
+            # not bitwise (observed 2e-5 here, shrinking with the tolerance).
+            np.testing.assert_allclose(ds.theta.sel(temperature=temperature, seed=seed), single.dataset.theta, atol=1e-4)
+    assert not np.allclose(ds.theta.sel(seed=0), ds.theta.sel(seed=1))
+
+
+def test_sixty_four_points_trace_once(monkeypatch):
+    counted = eqx.filter_jit(eqx.filter_vmap(eqx.debug.assert_max_traces(solvers.particles._solve_values, max_traces=1),
+                                             in_axes=(None, None, 0, 0, None)))
+    monkeypatch.setattr(solvers.particles, "_run_batch", counted)
+    study = mfpde.EnsembleProblem(_problem(0.01), sweep={"temperature": np.linspace(0.0, 0.1, 16), "seed": range(4)})
+    sol = mfpde.solve(study, Particles(n=8, method="scan", dt=0.1), saveat=[1.0, 2.0], batch_size=16)
+    assert sol.dataset.loss.shape == (16, 4, 2) and np.isfinite(sol.dataset.loss).all()
+
+
+def test_zipped_sweep_and_round_trip(tmp_path):
+    study = mfpde.EnsembleProblem(_problem(), sweep={"init.std": [0.5, 1.0, 2.0], "l2": [0.0, 0.1, 0.2]}, product=False)
+    sol = mfpde.solve(study, Particles(n=8), saveat=[2.0], batch_size=2)
+    ds = sol.dataset
+    assert ds.loss.dims == ("point", "time") and list(ds.init_std.values) == [0.5, 1.0, 2.0]
+    assert "point" in ds.l2.dims
+    xr.testing.assert_identical(mfpde.load(sol.to_netcdf(tmp_path / "s.nc")).dataset, ds)
+    assert "over 3 points" in sol.summary()
+
+
+def test_failed_point_is_marked_not_dropped():
+    prob = mfpde.FlowProblem(mfpde.flows.OrnsteinUhlenbeck(kappa=1.0), None, mfpde.measures.Gaussian(), (0.0, 200.0))
+    study = mfpde.EnsembleProblem(prob, sweep={"kappa": [0.5, 1000.0]})
+    with pytest.warns(RuntimeWarning, match="nonfinite"):
+        sol = mfpde.solve(study, Particles(n=4, method="scan", dt=1.0), saveat=[1.0, 200.0])
+    ds = sol.dataset
+    assert list(ds.result.values) == [0, 9]
+    assert np.isfinite(ds.risk.sel(kappa=0.5)).all() and np.isnan(ds.risk.sel(kappa=1000.0)[-1])
+
+
+@pytest.mark.parametrize(
+    "sweep, match",
+    [
+        ({"nonsense": [1.0]}, "nonsense"),
+        ({"temperature": [0.1, -0.1]}, "temperature"),
+        ({"tspan": [1.0]}, "tspan"),
+        ({"seed": [0.5]}, "seed"),
+        ({"l2": []}, "l2"),
+        ({}, "sweep"),
+    ],
+)
+def test_bad_sweeps(sweep, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        mfpde.EnsembleProblem(_problem(), sweep=sweep)
+
+
+def test_zipped_lengths_must_match():
+    with pytest.raises(ValueError, match="equal lengths"):
+        mfpde.EnsembleProblem(_problem(), sweep={"l2": [0.0, 1.0], "alpha": [1.0]}, product=False)

@@ -1,0 +1,77 @@
+import numpy as np
+import mfpde
+from solvers import Particles
+
+KAPPA, TAU, M0, S0, T = 1.5, 0.5, 1.0, 0.5, 1.0
+
+
+def _ou(dim=1):
+    flow = mfpde.flows.OrnsteinUhlenbeck(kappa=KAPPA, dim=dim, temperature=TAU)
+    return mfpde.FlowProblem(flow, None, mfpde.measures.Gaussian(mean=M0, std=S0), (0.0, T))
+
+
+def _check_moments(ds, n, t=T):
+    mean_exact = M0 * np.exp(-KAPPA * t)
+    var_exact = S0**2 * np.exp(-2 * KAPPA * t) + TAU / KAPPA * (1 - np.exp(-2 * KAPPA * t))
+    mean = ds.theta_mean.sel(time=t).values
+    var = np.diagonal(ds.theta_cov.sel(time=t).values)
+    # Standard errors of the sample mean and variance of N Gaussian samples.
+    assert np.all(np.abs(mean - mean_exact) < 4 * np.sqrt(var_exact / n)), (mean, mean_exact)
+    assert np.all(np.abs(var - var_exact) < 4 * var_exact * np.sqrt(2 / (n - 1))), (var, var_exact)
+
+
+def test_ou_adaptive_sde_matches_closed_form():
+    n = 20_000
+    sol = mfpde.solve(_ou(dim=2), Particles(n=n), saveat=[0.0, 0.5, T], key=1)
+    assert sol.success and sol.dataset.attrs["solver"] == "ShARK"
+    _check_moments(sol.dataset, n)
+    _check_moments(sol.dataset, n, t=0.5)
+
+
+def test_ou_scan_matches_closed_form():
+    n = 20_000
+    sol = mfpde.solve(_ou(dim=2), Particles(n=n, method="scan", dt=1e-3), saveat=[0.5, T], key=2)
+    _check_moments(sol.dataset, n)
+
+
+def test_scan_weak_order_one():
+    # Euler–Maruyama's bias in the variance is O(dt); large N keeps the Monte-Carlo error (≈0.3%) below it.
+    n = 200_000
+    var_exact = S0**2 * np.exp(-2 * KAPPA * T) + TAU / KAPPA * (1 - np.exp(-2 * KAPPA * T))
+    dts = np.array([0.2, 0.1, 0.05])
+    errors = []
+    for i, dt in enumerate(dts):
+        ds = mfpde.solve(_ou(), Particles(n=n, method="scan", dt=dt), saveat=[T], key=10 + i).dataset
+        errors.append(abs(float(ds.theta_cov.values[-1, 0, 0]) - var_exact))
+    order = np.polyfit(np.log(dts), np.log(errors), 1)[0]
+    assert 0.7 < order < 1.3, (errors, order)
+
+
+def test_entropy_estimate_and_free_energy_of_gaussian():
+    ds = mfpde.solve(_ou(dim=2), Particles(n=4000), saveat=[T], key=3).dataset
+    var = np.diagonal(ds.theta_cov.values[-1])
+    exact_entropy = 0.5 * np.sum(np.log(2 * np.pi * np.e * var))
+    assert abs(float(ds.entropy[-1]) - exact_entropy) < 0.05
+    np.testing.assert_allclose(ds.free_energy, ds.risk - TAU * ds.entropy)
+
+
+def test_noisy_two_layer_free_energy_decreases():
+    data = mfpde.datasets.teacher(0, n=64, d=2)
+    flow = mfpde.flows.TwoLayer(l2=0.1, temperature=0.05)
+    prob = mfpde.FlowProblem(flow, data, mfpde.measures.Gaussian(std=2.0), (0.0, 10.0))
+    ds = mfpde.solve(prob, Particles(n=2000), saveat=[0.0, 1.0, 10.0], key=0).dataset
+    assert ds.free_energy.values[-1] < ds.free_energy.values[1] < ds.free_energy.values[0]
+
+
+def test_width_convergence_rate():
+    # Predictions are linear in ρ: their fluctuation O(N^{-1/2}) dominates the O(1/N) bias of nonlinear observables.
+    data = mfpde.datasets.teacher(0, n=64, d=3)
+    prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=1e-3), data, mfpde.measures.Gaussian(), (0.0, 2.0))
+    reference = mfpde.solve(prob, Particles(n=2**16), saveat=[2.0], key=99).dataset.prediction[-1].values
+    widths = np.array([32, 128, 512])
+    rms = []
+    for n in widths:
+        f = [mfpde.solve(prob, Particles(n=int(n)), saveat=[2.0], key=s).dataset.prediction[-1].values for s in range(16)]
+        rms.append(np.sqrt(np.mean((np.array(f) - reference) ** 2)))
+    rate = np.polyfit(np.log(widths), np.log(rms), 1)[0]
+    assert -0.75 < rate < -0.3, (rms, rate)

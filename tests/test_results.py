@@ -1,0 +1,149 @@
+import warnings
+
+import equinox as eqx
+import hypothesis.extra.numpy as hnp
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings, strategies as st
+
+import mfpde
+import solvers.particles
+from mfpde._netcdf import sanitize_attrs, write_atomic
+from solvers import Particles
+
+
+def _problem(temperature=0.0):
+    data = mfpde.datasets.teacher(0, n=32, d=2, n_test=16)
+    flow = mfpde.flows.TwoLayer(bias=True, l2=1e-3, temperature=temperature)
+    return mfpde.FlowProblem(flow, data, mfpde.measures.Gaussian(), (0.0, 2.0))
+
+
+def test_dataset_layout_and_attributes():
+    sol = mfpde.solve(_problem(), Particles(n=16, save_particles=True), saveat=jnp.linspace(0, 2, 5), key=7)
+    ds = sol.dataset
+    assert ds.theta.dims == ("time", "particle", "param")
+    assert list(ds.param.values) == ["u", "w_0", "w_1", "b"]
+    assert ds.prediction.dims == ("time", "sample", "output")
+    for name in ("loss", "risk", "free_energy", "test_loss", "theta_mean", "theta_cov"):
+        assert {"long_name", "units"} <= set(ds[name].attrs), name
+    assert ds.attrs["Conventions"].startswith("CF")
+    assert "jax" in ds.attrs["source"] and "diffrax" in ds.attrs["source"] and ds.attrs["history"]
+    assert ds.attrs["flow"] == "TwoLayer" and ds.attrs["flow_l2"] == pytest.approx(1e-3) and ds.attrs["flow_bias"] == 1
+    assert ds.attrs["algorithm"] == "Particles" and ds.attrs["algorithm_n"] == 16 and ds.attrs["seed"] == 7
+    assert ds.attrs["solver"] == "Tsit5" and ds.attrs["compile_time_s"] >= 0 and ds.attrs["wall_time_s"] > 0
+    assert int(ds.result) == 0 and ds.result.attrs["flag_meanings"].split()[0] == "successful"
+    assert int(ds.num_steps) == int(ds.num_accepted_steps) + int(ds.num_rejected_steps) > 0
+    np.testing.assert_allclose(ds.loss, 0.5 * ((ds.prediction.isel(output=0) - np.asarray(_problem().data.y[:, 0])) ** 2).mean("sample"))
+
+
+def test_netcdf_round_trip_identical(tmp_path):
+    sol = mfpde.solve(_problem(0.01), Particles(n=16, save_particles=True), saveat=[0.0, 1.0, 2.0])
+    path = sol.to_netcdf(tmp_path / "run.nc")
+    xr.testing.assert_identical(mfpde.load(path).dataset, sol.dataset)
+    assert not list(tmp_path.glob("*.tmp.nc"))
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "a.nc"
+    good = xr.Dataset({"x": ("t", np.arange(3.0))})
+    write_atomic(good, path)
+    bad = xr.Dataset({"x": ("t", np.arange(3.0))}, attrs={"bad": {"a": 1}})  # dict attributes are not NetCDF
+    with pytest.raises(Exception):
+        write_atomic(bad, path)
+    xr.testing.assert_identical(xr.load_dataset(path), good)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.nc"]
+
+
+_dtypes = st.sampled_from([np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16])
+_attr_values = st.one_of(
+    st.booleans(), st.none(), st.integers(-(2**31), 2**31 - 1), st.floats(allow_nan=False, width=64),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=4),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    dtype=_dtypes,
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
+    attrs=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True), _attr_values, max_size=5),
+    data=st.data(),
+)
+def test_netcdf_round_trip_property(tmp_path_factory, dtype, shape, attrs, data):
+    values = data.draw(hnp.arrays(dtype, shape, elements={"allow_nan": False} if np.dtype(dtype).kind == "f" else None))
+    dims = [f"dim_{i}" for i in range(len(shape))]
+    ds = xr.Dataset({"v": (dims, values, sanitize_attrs(attrs))}, {dims[0]: np.arange(shape[0])}, attrs=sanitize_attrs(attrs))
+    path = write_atomic(ds, tmp_path_factory.mktemp("nc") / "p.nc")
+    back = mfpde.load(path).dataset
+    xr.testing.assert_identical(back, ds)
+    assert back.v.dtype == values.dtype
+
+
+def test_plot(tmp_path):
+    sol = mfpde.solve(_problem(), Particles(n=16, save_particles=True), saveat=[0.0, 1.0, 2.0])
+    fig = sol.plot(coords=("w_0", "w_1"), color="u")
+    fig.savefig(tmp_path / "a.png")
+    assert len(fig.axes) >= 2
+    assert len(sol.plot(coords=("b",)).axes) >= 2
+    with pytest.raises(ValueError, match="coords"):
+        sol.plot(coords=("nope",))
+
+
+def test_remake_does_not_recompile(monkeypatch):
+    counted = eqx.filter_jit(eqx.debug.assert_max_traces(solvers.particles._solve_point, max_traces=1))
+    monkeypatch.setattr(solvers.particles, "_run", counted)
+    prob = _problem(temperature=0.05)
+    first = mfpde.solve(prob, Particles(n=16), saveat=[1.0, 2.0], rtol=1e-3, atol=1e-3)
+    for changed, options in [
+        (mfpde.remake(prob, temperature=0.2), {}),
+        (mfpde.remake(prob, l2=0.5, alpha=2.0, tspan=(0.0, 3.0)), {}),
+        (prob, {"rtol": 1e-4, "atol": 1e-5}),
+        (mfpde.remake(prob, **{"init.std": 0.5}), {"key": 3}),
+    ]:
+        sol = mfpde.solve(changed, Particles(n=16), saveat=[1.0, 2.0], **{"rtol": 1e-3, "atol": 1e-3, **options})
+        assert sol.dataset.attrs["compile_time_s"] < 0.1 * first.dataset.attrs["compile_time_s"]
+    assert float(sol.dataset.attrs["flow_temperature"]) == pytest.approx(0.05)
+
+
+def test_remake_paths_and_errors():
+    prob = _problem()
+    assert float(mfpde.remake(prob, temperature=0.3).flow.temperature) == pytest.approx(0.3)
+    assert float(mfpde.remake(prob, **{"flow.l2": 0.2}).flow.l2) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="nonsense"):
+        mfpde.remake(prob, nonsense=1)
+    with pytest.raises(ValueError, match="temperature"):
+        mfpde.remake(prob, temperature=-1.0)
+
+
+def test_max_steps_returns_partial_solution():
+    prob = _problem()
+    with pytest.warns(RuntimeWarning, match="max_steps_reached"):
+        sol = mfpde.solve(prob, Particles(n=16), saveat=jnp.linspace(0, 2, 11), max_steps=2, rtol=1e-10, atol=1e-12)
+    assert sol.message == "max_steps_reached" and not sol.success
+    loss = sol.dataset.loss.values
+    assert np.isfinite(loss[0]) and np.isnan(loss[-1])
+    with pytest.raises(mfpde.IntegrationError) as info:
+        mfpde.solve(prob, Particles(n=16), saveat=jnp.linspace(0, 2, 11), max_steps=2, rtol=1e-10, throw=True)
+    xr.testing.assert_identical(info.value.solution.dataset.drop_attrs(), sol.dataset.drop_attrs())
+
+
+@pytest.mark.parametrize("method", ["scan", "adaptive"])
+def test_blow_up_is_reported_as_nonfinite(method):
+    import diffrax
+
+    prob = mfpde.FlowProblem(mfpde.flows.OrnsteinUhlenbeck(kappa=1000.0), None, mfpde.measures.Gaussian(), (0.0, 200.0))
+    options = {} if method == "scan" else {"solver": diffrax.Euler(), "stepsize_controller": diffrax.ConstantStepSize(), "dt0": 1.0}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sol = mfpde.solve(prob, Particles(n=4, method=method, dt=1.0 if method == "scan" else None), saveat=[1.0, 50.0, 200.0], **options)
+    assert sol.message == "nonfinite" and any("nonfinite" in str(w.message) for w in caught)
+    assert np.isfinite(sol.dataset.risk.values[0]) and np.isnan(sol.dataset.risk.values[-1])
+
+
+@pytest.mark.parametrize("method", ["adaptive", "scan"])
+def test_progress_meter_inside_jit(method, capfd):
+    algorithm = Particles(n=8, method=method, dt=0.05 if method == "scan" else None)
+    sol = mfpde.solve(_problem(), algorithm, saveat=[1.0, 2.0], progress_meter=True)
+    assert sol.success and "100.00%" in capfd.readouterr().err
