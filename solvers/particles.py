@@ -11,7 +11,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import mfpde
 from mfpde._checks import as_float_array
+from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
+from mfpde._store import ChunkStore, fingerprint
 from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
@@ -88,6 +90,7 @@ class Particles(mfpde.AbstractAlgorithm):
         progress_meter: diffrax.AbstractProgressMeter | bool = False,
         brownian_tol: float | None = None,
         batch_size: int = 64,
+        directory=None,
         throw: bool = False,
     ) -> mfpde.Solution:
         """Integrate `problem` with N particles.
@@ -109,6 +112,9 @@ class Particles(mfpde.AbstractAlgorithm):
         - `progress_meter`: a diffrax progress meter, or True for `diffrax.TqdmProgressMeter()`.
         - `brownian_tol`: resolution of the Brownian tree (τ > 0), default (t1 − t0)·2⁻¹⁸.
         - `batch_size`: for an `mfpde.EnsembleProblem`, the number of points run together in one vmapped program.
+        - `directory`: for an `mfpde.EnsembleProblem`, a folder where each finished batch is written at once (one
+          NetCDF file per batch, atomically); solving the same study again with the same folder skips the batches
+          already there, so an interrupted study resumes and the merged result equals an uninterrupted run.
         - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
         """
         ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
@@ -181,12 +187,25 @@ class Particles(mfpde.AbstractAlgorithm):
             if ensemble is None:
                 out = jax.device_get(_run(point, base, key, progress_meter))
             else:
-                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter)
+                store = None
+                if directory is not None:
+                    study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
+                             attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size)
+                    store = ChunkStore(directory, fingerprint(*study))
+                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter, store)
                 attrs["batch_size"] = batch_size
 
         observables, stats = out
         dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
         return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+def _output_structure(point, ensemble, values, keys, size):
+    """The pytree structure (and dtypes) of one batch's output, without running it."""
+    index = np.zeros(size, dtype=int)
+    batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
+    shapes = eqx.filter_eval_shape(_run_batch, point, ensemble.problem, batch, keys[index], diffrax.NoProgressMeter())
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 def _initial_state(init, key, n, groups):
@@ -226,12 +245,15 @@ _run = eqx.filter_jit(_solve_point)
 _run_batch = eqx.filter_jit(eqx.filter_vmap(_solve_values, in_axes=(None, None, 0, 0, None)))
 
 
-def _run_ensemble(point, ensemble, key, batch_size, progress_meter):
+def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store):
     """Run every point of the sweep, `batch_size` at a time through one compiled vmapped program.
 
-    Under vmap the adaptive loop runs in lock step: each point keeps its own step size and error control, but a
-    batch costs as many iterations as its slowest point needs. Points that finish early idle; group points of
-    similar stiffness, or lower `batch_size`, when they differ a lot.
+    Under vmap the adaptive loop runs in lock step: each point keeps its own step size and error control (results
+    equal those of single solves), but a batch costs as many iterations as its slowest point needs; points that
+    finish early idle. Group points of similar stiffness, or lower `batch_size`, when they differ a lot.
+
+    With a `store`, each finished batch is written to its own file at once, and batches already there are read
+    instead of run, so an interrupted study resumes where it stopped.
     """
     points = ensemble.points()
     names = [name for name in ensemble.sweep if name != "seed"]
@@ -243,13 +265,22 @@ def _run_ensemble(point, ensemble, key, batch_size, progress_meter):
         import tqdm
 
         starts = tqdm.tqdm(starts, unit="batch", desc=f"{len(points)} points")
-    outs = []
+    outs, like = [], None
     for start in starts:
-        # The last batch is padded with its last point, so that every batch reuses one compiled program.
-        index = np.minimum(np.arange(start, start + size), len(points) - 1)
-        batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
-        out = jax.device_get(_run_batch(point, ensemble.problem, batch, keys[index], diffrax.NoProgressMeter()))
-        outs.append(jax.tree.map(lambda a: a[: min(size, len(points) - start)], out))
+        stop = min(start + size, len(points))
+        out = None
+        if store is not None and store.path(start, stop).exists():
+            like = _output_structure(point, ensemble, values, keys, size) if like is None else like
+            out = store.load(start, stop, like)
+        if out is None:
+            # The last batch is padded with its last point, so that every batch reuses one compiled program.
+            index = np.minimum(np.arange(start, start + size), len(points) - 1)
+            batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
+            out = jax.device_get(_run_batch(point, ensemble.problem, batch, keys[index], diffrax.NoProgressMeter()))
+            out = like = jax.tree.map(lambda a: a[: stop - start], out)
+            if store is not None:
+                store.save(start, stop, out)
+        outs.append(out)
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
 

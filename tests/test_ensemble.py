@@ -88,3 +88,50 @@ def test_bad_sweeps(sweep, match):
 def test_zipped_lengths_must_match():
     with pytest.raises(ValueError, match="equal lengths"):
         mfpde.EnsembleProblem(_problem(), sweep={"l2": [0.0, 1.0], "alpha": [1.0]}, product=False)
+
+
+_STUDY_SCRIPT = """
+import sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import mfpde
+from solvers import Particles
+
+data = mfpde.datasets.teacher(0, n=24, d=2)
+prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=1e-3, temperature=0.01), data, mfpde.measures.Gaussian(), (0.0, 2.0))
+study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.01, 0.02, 0.03, 0.04], "seed": [0, 1, 2, 3]})
+ALGORITHM = Particles(n=32, method="scan", dt=2e-4)
+if __name__ == "__main__":
+    mfpde.solve(study, ALGORITHM, saveat=[1.0, 2.0], batch_size=2, directory=sys.argv[1])
+"""
+
+
+def test_killed_study_resumes_without_loss_or_duplication(tmp_path):
+    import importlib.util
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "study.py"
+    script.write_text(_STUDY_SCRIPT)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, str(script), str(out)])
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(out.glob("points-*.nc"))) < 2 and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = sorted(p.name for p in out.glob("points-*.nc"))
+    assert 2 <= len(finished) < 8, finished
+    spec = importlib.util.spec_from_file_location("study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    resumed = mfpde.solve(study.study, study.ALGORITHM, saveat=[1.0, 2.0], batch_size=2, directory=out).dataset
+    assert sorted(p.name for p in out.glob("points-*.nc"))[: len(finished)] == finished
+    assert len(list(out.glob("points-*.nc"))) == 8
+    fresh = mfpde.solve(study.study, study.ALGORITHM, saveat=[1.0, 2.0], batch_size=2).dataset
+    xr.testing.assert_equal(resumed, fresh)
+    with pytest.raises(ValueError, match="different study"):
+        other = mfpde.EnsembleProblem(mfpde.remake(study.study.problem, l2=0.5), sweep=study.study.sweep)
+        mfpde.solve(other, study.ALGORITHM, saveat=[1.0, 2.0], batch_size=2, directory=out)
