@@ -40,6 +40,8 @@ class Particles(mfpde.AbstractAlgorithm):
     - `chunk_size`: evaluate the data term in chunks of this many training points, keeping memory
       O(N·(d + k) + N·chunk) also for gradients. Default: chunks only when N·n > 2²⁴.
     - `save_particles`: also save the full state θ(t) at the save times (data variable `theta`).
+    - `shard`: with several JAX devices, split the particle axis of a run (N divisible by the device count), or
+      the point axis of a study (`batch_size` divisible by it), across all of them.
     - `entropy_samples`: for τ > 0, the entropy term of the free energy is a Kozachenko–Leonenko k-NN estimate from
       the first `entropy_samples` particles (exchangeable, so a fair subsample), at cost O(entropy_samples²).
 
@@ -61,6 +63,7 @@ class Particles(mfpde.AbstractAlgorithm):
     save_particles: bool = eqx.field(static=True, default=False)
     entropy_samples: int = eqx.field(static=True, default=4096)
     stiff_steps: int = eqx.field(static=True, default=10_000)
+    shard: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if self.n is not None and (not isinstance(self.n, (int, np.integer)) or self.n < 1):
@@ -183,7 +186,13 @@ class Particles(mfpde.AbstractAlgorithm):
                 )
                 attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
                              atol=atol, max_steps=max_steps, stiff_detected=stiff)
-            point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples)
+            devices = jax.devices() if self.shard else jax.devices()[:1]
+            # Many devices: the particle axis of one run, or the point axis of a study, is split across them.
+            sharding = None
+            if ensemble is None and len(devices) > 1 and n % len(devices) == 0:
+                sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)), jax.sharding.PartitionSpec("particles"))
+            attrs["devices"] = len(devices)
+            point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples, sharding)
             if ensemble is None:
                 out = jax.device_get(_run(point, base, key, progress_meter))
             else:
@@ -192,7 +201,7 @@ class Particles(mfpde.AbstractAlgorithm):
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
                              attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size)
                     store = ChunkStore(directory, fingerprint(*study))
-                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter, store)
+                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices)
                 attrs["batch_size"] = batch_size
 
         observables, stats = out
@@ -222,10 +231,13 @@ class _Point(eqx.Module):
     dtype: np.dtype = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
     entropy_samples: int = eqx.field(static=True)
+    sharding: jax.sharding.Sharding | None = eqx.field(static=True, default=None)
 
     def __call__(self, problem, key, meter):
         init_key, noise_key = jax.random.split(key)
         y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
+        if self.sharding is not None:
+            y0 = jax.lax.with_sharding_constraint(y0, self.sharding)
         masses = jnp.full((self.n,), 1.0 / self.n, dtype=self.dtype)
         system = _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples)
         t0, t1 = (jnp.asarray(t, self.dtype) for t in problem.tspan)
@@ -245,7 +257,7 @@ _run = eqx.filter_jit(_solve_point)
 _run_batch = eqx.filter_jit(eqx.filter_vmap(_solve_values, in_axes=(None, None, 0, 0, None)))
 
 
-def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store):
+def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices):
     """Run every point of the sweep, `batch_size` at a time through one compiled vmapped program.
 
     Under vmap the adaptive loop runs in lock step: each point keeps its own step size and error control (results
@@ -260,6 +272,10 @@ def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store):
     values = {name: np.asarray([p[name] for p in points]) for name in names}
     keys = jnp.stack([jax.random.key(int(p["seed"])) if "seed" in p else key for p in points])
     size = min(batch_size, len(points))
+    if len(devices) > 1 and size % len(devices) == 0:
+        devices = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("points",)), jax.sharding.PartitionSpec("points"))
+    else:
+        devices = None
     starts = range(0, len(points), size)
     if not isinstance(progress_meter, diffrax.NoProgressMeter):
         import tqdm
@@ -276,7 +292,10 @@ def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store):
             # The last batch is padded with its last point, so that every batch reuses one compiled program.
             index = np.minimum(np.arange(start, start + size), len(points) - 1)
             batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
-            out = jax.device_get(_run_batch(point, ensemble.problem, batch, keys[index], diffrax.NoProgressMeter()))
+            batch_keys = keys[index]
+            if devices is not None:
+                batch, batch_keys = jax.device_put((batch, batch_keys), devices)
+            out = jax.device_get(_run_batch(point, ensemble.problem, batch, batch_keys, diffrax.NoProgressMeter()))
             out = like = jax.tree.map(lambda a: a[: stop - start], out)
             if store is not None:
                 store.save(start, stop, out)

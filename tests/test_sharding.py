@@ -1,0 +1,37 @@
+"""Several forced host devices, in a subprocess (the device count is fixed when JAX starts)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    import mfpde
+    from solvers import Particles
+
+    assert jax.device_count() == 4
+    data = mfpde.datasets.teacher(0, n=32, d=3)
+    prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=1e-3), data, mfpde.measures.Gaussian(), (0.0, 2.0))
+    a = mfpde.solve(prob, Particles(n=64, save_particles=True), saveat=[1.0, 2.0], key=0).dataset
+    b = mfpde.solve(prob, Particles(n=64, save_particles=True, shard=False), saveat=[1.0, 2.0], key=0).dataset
+    assert a.attrs["devices"] == 4 and b.attrs["devices"] == 1
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-10, atol=1e-12)
+
+    study = mfpde.EnsembleProblem(mfpde.remake(prob, temperature=0.01), {"temperature": [0.01, 0.02], "seed": [0, 1, 2, 3]})
+    c = mfpde.solve(study, Particles(n=16), saveat=[2.0], batch_size=4).dataset
+    d = mfpde.solve(study, Particles(n=16, shard=False), saveat=[2.0], batch_size=4).dataset
+    np.testing.assert_allclose(c.risk, d.risk, rtol=1e-9)
+    print("sharded ok")
+    """
+)
+
+
+def test_sharded_runs_match_unsharded(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sharded ok" in done.stdout
