@@ -94,6 +94,7 @@ class Particles(mfpde.AbstractAlgorithm):
         brownian_tol: float | None = None,
         batch_size: int = 64,
         directory=None,
+        client=None,
         throw: bool = False,
     ) -> mfpde.Solution:
         """Integrate `problem` with N particles.
@@ -118,6 +119,8 @@ class Particles(mfpde.AbstractAlgorithm):
         - `directory`: for an `mfpde.EnsembleProblem`, a folder where each finished batch is written at once (one
           NetCDF file per batch, atomically); solving the same study again with the same folder skips the batches
           already there, so an interrupted study resumes and the merged result equals an uninterrupted run.
+        - `client`: a `dask.distributed.Client`: each batch of an `EnsembleProblem` becomes a task that a worker
+          runs and writes into `directory` (required, and visible to every worker); the driver then reads them all.
         - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
         """
         ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
@@ -197,16 +200,44 @@ class Particles(mfpde.AbstractAlgorithm):
                 out = jax.device_get(_run(point, base, key, progress_meter))
             else:
                 store = None
+                if client is not None and directory is None:
+                    raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
                 if directory is not None:
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
                              attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size)
                     store = ChunkStore(directory, fingerprint(*study))
-                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices)
+                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client)
                 attrs["batch_size"] = batch_size
 
         observables, stats = out
         dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
         return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+def _solve_batch(point, problem, values, key_data, start, stop, size, sharding):
+    """Points start..stop−1 of a sweep, padded with the last point to `size` so that every batch reuses one
+    compiled program."""
+    index = np.minimum(np.arange(start, start + size), len(key_data) - 1)
+    batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
+    keys = jax.random.wrap_key_data(jnp.asarray(key_data[index]))
+    if sharding is not None:
+        batch, keys = jax.device_put((batch, keys), sharding)
+    out = jax.device_get(_run_batch(point, problem, batch, keys, diffrax.NoProgressMeter()))
+    return jax.tree.map(lambda a: a[: stop - start], out)
+
+
+def _to_numpy(tree):
+    return jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x, tree)
+
+
+def _remote_batch(point, problem, values, key_data, start, stop, size, directory, study_fingerprint, x64):
+    """A Dask task: run one batch in a worker process and write it to the study's directory; returns the path."""
+    jax.config.update("jax_enable_x64", x64)  # before any array is made, as in the driver
+    point, problem = jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, (point, problem))
+    store = ChunkStore(directory, study_fingerprint)
+    if not store.path(start, stop).exists():
+        store.save(start, stop, _solve_batch(point, problem, values, key_data, start, stop, size, None))
+    return str(store.path(start, stop))
 
 
 def _output_structure(point, ensemble, values, keys, size):
@@ -257,7 +288,7 @@ _run = eqx.filter_jit(_solve_point)
 _run_batch = eqx.filter_jit(eqx.filter_vmap(_solve_values, in_axes=(None, None, 0, 0, None)))
 
 
-def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices):
+def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client=None):
     """Run every point of the sweep, `batch_size` at a time through one compiled vmapped program.
 
     Under vmap the adaptive loop runs in lock step: each point keeps its own step size and error control (results
@@ -265,41 +296,51 @@ def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devic
     finish early idle. Group points of similar stiffness, or lower `batch_size`, when they differ a lot.
 
     With a `store`, each finished batch is written to its own file at once, and batches already there are read
-    instead of run, so an interrupted study resumes where it stopped.
+    instead of run, so an interrupted study resumes where it stopped. With a Dask `client`, each missing batch is a
+    task: a worker runs it, writes its file into the store and returns the path.
     """
     points = ensemble.points()
-    names = [name for name in ensemble.sweep if name != "seed"]
-    values = {name: np.asarray([p[name] for p in points]) for name in names}
+    values = {name: np.asarray([p[name] for p in points]) for name in ensemble.sweep if name != "seed"}
     keys = jnp.stack([jax.random.key(int(p["seed"])) if "seed" in p else key for p in points])
+    key_data = np.asarray(jax.random.key_data(keys))
     size = min(batch_size, len(points))
+    sharding = None
     if len(devices) > 1 and size % len(devices) == 0:
-        devices = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("points",)), jax.sharding.PartitionSpec("points"))
-    else:
-        devices = None
-    starts = range(0, len(points), size)
+        sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("points",)), jax.sharding.PartitionSpec("points"))
+    batches = [(start, min(start + size, len(points))) for start in range(0, len(points), size)]
+    missing = [b for b in batches if store is None or not store.path(*b).exists()]
+    progress = None
     if not isinstance(progress_meter, diffrax.NoProgressMeter):
         import tqdm
 
-        starts = tqdm.tqdm(starts, unit="batch", desc=f"{len(points)} points")
-    outs, like = [], None
-    for start in starts:
-        stop = min(start + size, len(points))
-        out = None
-        if store is not None and store.path(start, stop).exists():
-            like = _output_structure(point, ensemble, values, keys, size) if like is None else like
-            out = store.load(start, stop, like)
-        if out is None:
-            # The last batch is padded with its last point, so that every batch reuses one compiled program.
-            index = np.minimum(np.arange(start, start + size), len(points) - 1)
-            batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
-            batch_keys = keys[index]
-            if devices is not None:
-                batch, batch_keys = jax.device_put((batch, batch_keys), devices)
-            out = jax.device_get(_run_batch(point, ensemble.problem, batch, batch_keys, diffrax.NoProgressMeter()))
-            out = like = jax.tree.map(lambda a: a[: stop - start], out)
+        progress = tqdm.tqdm(total=len(batches), initial=len(batches) - len(missing), unit="batch", desc=f"{len(points)} points")
+    outs = {}
+    if client is not None:
+        import distributed
+
+        shipped = _to_numpy((point, ensemble.problem))
+        futures = [
+            client.submit(_remote_batch, *shipped, values, key_data, start, stop, size, str(store.directory),
+                          store.fingerprint, point.dtype == jnp.float64, pure=False)
+            for start, stop in missing
+        ]
+        for _ in distributed.as_completed(futures):
+            progress is not None and progress.update()
+        client.gather(futures)  # re-raises a worker's error
+    else:
+        for start, stop in missing:
+            outs[start, stop] = _solve_batch(point, ensemble.problem, values, key_data, start, stop, size, sharding)
             if store is not None:
-                store.save(start, stop, out)
-        outs.append(out)
+                store.save(start, stop, outs[start, stop])
+            progress is not None and progress.update()
+    if progress is not None:
+        progress.close()
+    like = next(iter(outs.values()), None)
+    for batch in batches:
+        if batch not in outs:
+            like = _output_structure(point, ensemble, values, keys, size) if like is None else like
+            outs[batch] = store.load(*batch, like)
+    outs = [outs[batch] for batch in batches]
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
 
