@@ -1,4 +1,5 @@
 import datetime
+import functools
 import importlib.metadata
 import platform
 import warnings
@@ -16,6 +17,7 @@ def result_name(code: int) -> str:
     return RESULT_NAMES[int(code)] if 0 <= int(code) < len(RESULT_NAMES) else f"unknown_{int(code)}"
 
 
+@functools.cache
 def versions() -> str:
     names = ("mfpde", "jax", "jaxlib", "equinox", "diffrax", "optimistix", "lineax", "xarray", "numpy")
     out = []

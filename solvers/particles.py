@@ -51,7 +51,8 @@ class Particles(mfpde.AbstractAlgorithm):
       velocity's Jacobian at t0 (power iteration) gives the number of steps an explicit solver needs for stability
       alone, λ·(t1 − t0)/3.5; above `stiff_steps` the solve uses `Kvaerno5` with a matrix-free Newton–GMRES root
       finder (never a dense Jacobian of the N·p state).
-    - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) on a `VirtualBrownianTree`.
+    - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) on a `VirtualBrownianTree`, with steps landing on
+      the save times (an SDE solution interpolated between steps would be only O(√h) accurate there).
     """
 
     n: int | None = eqx.field(static=True, default=None)
@@ -94,6 +95,7 @@ class Particles(mfpde.AbstractAlgorithm):
         brownian_tol: float | None = None,
         batch_size: int = 64,
         directory=None,
+        checkpoint_every: int = 10,
         client=None,
         throw: bool = False,
     ) -> mfpde.Solution:
@@ -119,6 +121,9 @@ class Particles(mfpde.AbstractAlgorithm):
         - `directory`: for an `mfpde.EnsembleProblem`, a folder where each finished batch is written at once (one
           NetCDF file per batch, atomically); solving the same study again with the same folder skips the batches
           already there, so an interrupted study resumes and the merged result equals an uninterrupted run.
+        - `checkpoint_every`: with a `directory` and a single problem, the run is integrated in segments of this
+          many save times; each finished segment (its observables and final state) is written at once, and a rerun
+          continues from the last one. The Brownian tree spans the whole run, so segments do not change the noise.
         - `client`: a `dask.distributed.Client`: each batch of an `EnsembleProblem` becomes a task that a worker
           runs and writes into `directory` (required, and visible to every worker); the driver then reads them all.
         - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
@@ -176,10 +181,14 @@ class Particles(mfpde.AbstractAlgorithm):
                         stiff = lam * float(base.tspan[1] - base.tspan[0]) / 3.5 > self.stiff_steps
                         attrs["jacobian_spectral_radius"] = lam
                         solver = _implicit_solver() if stiff else diffrax.Tsit5()
-                if stepsize_controller is None:
-                    # Milder PI coefficients for SDEs, as diffrax recommends for noisy error estimates.
-                    gains = dict(pcoeff=0.1, icoeff=0.3) if noisy else {}
-                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, **gains)
+                if stepsize_controller is None and noisy:
+                    # Milder PI coefficients, as diffrax recommends for noisy error estimates; steps land on the save
+                    # times, because interpolating an SDE solution between steps is only O(√h) accurate.
+                    stepsize_controller = diffrax.ClipStepSizeController(
+                        diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.1, icoeff=0.3), step_ts=jnp.asarray(ts, dtype)
+                    )
+                elif stepsize_controller is None:
+                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
                 span = float(base.tspan[1] - base.tspan[0])
                 integrate = jax.tree_util.Partial(
                     _integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
@@ -196,8 +205,16 @@ class Particles(mfpde.AbstractAlgorithm):
                 sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)), jax.sharding.PartitionSpec("particles"))
             attrs["devices"] = len(devices)
             point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples, sharding)
-            if ensemble is None:
-                out = jax.device_get(_run(point, base, key, progress_meter))
+            if ensemble is None and directory is None:
+                out = jax.device_get(_run(point, base, key, progress_meter))[:2]
+            elif ensemble is None:
+                if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+                    raise ValueError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}.")
+                run = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
+                       attrs, base.data, base.init, ts, key, checkpoint_every)
+                store = ChunkStore(directory, fingerprint(*run))
+                out = _run_checkpointed(point, base, key, progress_meter, jnp.asarray(ts, dtype), checkpoint_every, store)
+                attrs["checkpoint_every"] = checkpoint_every
             else:
                 store = None
                 if client is not None and directory is None:
@@ -212,6 +229,32 @@ class Particles(mfpde.AbstractAlgorithm):
         observables, stats = out
         dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
         return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+def _run_checkpointed(point, problem, key, meter, ts, every, store):
+    """Integrate segment by segment (`every` save times each), storing each segment's observables, statistics and
+    final state as it finishes, and continuing from the last stored segment. Stops at the first failed segment."""
+    outs, state = [], None
+    for segment, start in enumerate(range(0, len(ts), every)):
+        stop = min(start + every, len(ts))
+        restart = (ts[start:stop], segment, state)
+        if store.path(start, stop).exists():
+            shapes = eqx.filter_eval_shape(_run, point, problem, key, meter, restart)
+            out = store.load(start, stop, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
+        else:
+            out = jax.device_get(_run(point, problem, key, meter, restart))
+            store.save(start, stop, out)
+        outs.append(out[:2])
+        if out[1]["result"] != 0:
+            break
+        state = (jnp.asarray(out[2]), ts[stop - 1])
+    observed = jax.tree.map(lambda *a: np.concatenate(a), *[o[0] for o in outs])
+    missing = len(ts) - len(jax.tree.leaves(observed)[0])
+    if missing:  # after a failed segment: the remaining times were not reached
+        observed = jax.tree.map(lambda a: np.concatenate([a, np.full((missing, *a.shape[1:]), np.inf, a.dtype)]), observed)
+    stats = {k: sum(int(o[1][k]) for o in outs) for k in outs[0][1] if k != "result"}
+    stats["result"] = int(outs[-1][1]["result"])
+    return observed, stats
 
 
 def _solve_batch(point, problem, values, key_data, start, stop, size, sharding):
@@ -264,23 +307,35 @@ class _Point(eqx.Module):
     entropy_samples: int = eqx.field(static=True)
     sharding: jax.sharding.Sharding | None = eqx.field(static=True, default=None)
 
-    def __call__(self, problem, key, meter):
+    def __call__(self, problem, key, meter, restart=None):
+        """(observables at the save times, statistics, final state). With `restart = (ts, segment, state)` it
+        integrates over the save times ts only, from `state = (y, t)` if given, else from the initial measure."""
         init_key, noise_key = jax.random.split(key)
-        y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
+        span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
+        y0, t_start, options = None, span[0], {}
+        if restart is not None:
+            ts, segment, state = restart
+            options = {"ts": ts}
+            if state is not None:
+                y0, t_start = state
+            if self.integrate.func is _integrate_scan:  # fresh noise per segment; the Brownian tree spans the run
+                noise_key = jax.random.fold_in(noise_key, segment)
+        if y0 is None:
+            y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
         if self.sharding is not None:
             y0 = jax.lax.with_sharding_constraint(y0, self.sharding)
         masses = jnp.full((self.n,), 1.0 / self.n, dtype=self.dtype)
         system = _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples)
-        t0, t1 = (jnp.asarray(t, self.dtype) for t in problem.tspan)
-        return self.integrate(system, y0, t0, t1, noise_key, meter)
+        return self.integrate(system, y0, t_start, span, noise_key, meter, **options)
 
 
-def _solve_point(point: _Point, problem, key, meter):
-    return point(problem, key, meter)
+def _solve_point(point: _Point, problem, key, meter, restart=None):
+    return point(problem, key, meter, restart)
 
 
 def _solve_values(point: _Point, base, values: dict, key, meter):
-    return point(mfpde.remake(base, **values), key, meter)
+    observed, stats, _ = point(mfpde.remake(base, **values), key, meter)
+    return observed, stats
 
 
 _run = eqx.filter_jit(_solve_point)
@@ -423,11 +478,14 @@ def _nonfinite(t, y, args, **kwargs):
     return jnp.any(~jnp.isfinite(y))
 
 
-def _integrate_adaptive(system, y0, t0, t1, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy, save):
+def _integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
+                        save):
+    """Integrate from (t0, y0) to the last save time; the Brownian tree covers the whole `span` of the problem, so
+    a run continued from a checkpoint sees the same Brownian path."""
     drift = diffrax.ODETerm(system.velocity)
     if noisy:
         brownian = diffrax.VirtualBrownianTree(
-            t0, t1, tol=brownian_tol, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key,
+            *span, tol=brownian_tol, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key,
             levy_area=diffrax.SpaceTimeLevyArea,
         )
         scale = system.noise_scale(y0)
@@ -435,8 +493,9 @@ def _integrate_adaptive(system, y0, t0, t1, key, meter, *, ts, solver, controlle
     else:
         terms = drift
     sol = diffrax.diffeqsolve(
-        terms, solver, t0, t1, dt0, y0,
-        saveat=diffrax.SaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
+        terms, solver, t0, ts[-1], dt0, y0,
+        saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
+                                    diffrax.SubSaveAt(t1=True)]),
         stepsize_controller=controller, event=diffrax.Event(_nonfinite), max_steps=max_steps, throw=False,
         progress_meter=meter,
     )
@@ -448,10 +507,11 @@ def _integrate_adaptive(system, y0, t0, t1, key, meter, *, ts, solver, controlle
         "num_rejected_steps": sol.stats["num_rejected_steps"],
         "result": result,
     }
-    return sol.ys, stats
+    observed, final = sol.ys
+    return observed, stats, final[-1]
 
 
-def _integrate_scan(system, y0, t0, t1, key, meter, *, ts, dt, noisy, save):
+def _integrate_scan(system, y0, t0, span, key, meter, *, ts, dt, noisy, save):
     """Fixed-step Euler–Maruyama, landing exactly on each save time: each interval [s_k, s_{k+1}] is split into
     ⌈(s_{k+1} − s_k)/dt⌉ equal steps. Stops advancing (and saves NaN) once the state is non-finite."""
     scale = system.noise_scale(y0) if noisy else None
@@ -483,7 +543,7 @@ def _integrate_scan(system, y0, t0, t1, key, meter, *, ts, dt, noisy, save):
     zero = jnp.zeros((), jnp.int32)
     stats = {"num_steps": steps, "num_accepted_steps": steps, "num_rejected_steps": zero,
              "result": jnp.where(failed, _NONFINITE, 0)}
-    return ys, stats
+    return ys, stats, y
 
 
 _DESCRIPTIONS = {
