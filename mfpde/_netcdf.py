@@ -47,6 +47,8 @@ def flatten_attrs(obj, prefix: str) -> dict:
         elif isinstance(value, dict):
             for name, item in value.items():
                 out.update(flatten_attrs(item, f"{key}_{name}") if dataclasses.is_dataclass(item) else {f"{key}_{name}": item})
+        elif isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+            out[key] = ", ".join(value)
         elif isinstance(value, tuple) and all(np.ndim(v) == 0 for v in value):
             out[key] = [float(v) for v in value] if value else None
         elif hasattr(value, "shape") and np.size(value) > 64:

@@ -6,7 +6,7 @@ from jaxtyping import Array, Float
 
 from ._checks import as_float_array, is_concrete
 from ._dataset import Dataset
-from .flows import AbstractFlow
+from .flows import AbstractFlow, AbstractLayeredFlow
 from .measures import AbstractMeasure
 
 
@@ -27,7 +27,7 @@ class FlowProblem(AbstractProblem):
 
     **Arguments:**
 
-    - `flow`: an `mfpde.flows.AbstractFlow`.
+    - `flow`: an `mfpde.flows.AbstractFlow` (or `AbstractLayeredFlow`, e.g. `flows.Multilayer`).
     - `data`: an `mfpde.Dataset` (None for data-free flows such as `flows.Potential`).
     - `init`: the initial measure, an `mfpde.measures.AbstractMeasure`.
     - `tspan`: (t0, t1) in mean-field time units, t1 > t0.
@@ -39,7 +39,7 @@ class FlowProblem(AbstractProblem):
     tspan: tuple[Float[Array, ""], Float[Array, ""]] = eqx.field(converter=_tspan)
 
     def __check_init__(self):
-        if not isinstance(self.flow, AbstractFlow):
+        if not isinstance(self.flow, (AbstractFlow, AbstractLayeredFlow)):
             raise TypeError(f"`flow` must be an mfpde.flows flow, got {type(self.flow).__name__}.")
         if not isinstance(self.init, AbstractMeasure):
             raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")

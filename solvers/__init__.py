@@ -1,3 +1,5 @@
 """Algorithms that discretise and solve `mfpde` problems, one per module."""
 
 from .particles import Particles as Particles
+from .units import Units as Units
+from .grid import Grid as Grid

@@ -4,9 +4,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
-import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import mfpde
@@ -17,10 +15,9 @@ from mfpde._store import ChunkStore, fingerprint
 from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
+from ._integrate import as_key, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
 from ._saveat import save_times
 
-_NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
-_EVENT = diffrax.RESULTS._name_to_item["event_occurred"]._value
 _AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
 
 
@@ -134,7 +131,7 @@ class Particles(mfpde.AbstractAlgorithm):
             raise TypeError(f"`problem` must be an mfpde.FlowProblem or EnsembleProblem, got {type(problem).__name__}.")
         flow, data = base.flow, base.data
         ts = save_times(saveat, base.tspan)
-        key, seed = _as_key(key)
+        key, seed = as_key(key)
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -167,7 +164,7 @@ class Particles(mfpde.AbstractAlgorithm):
 
         with Timer() as timer:
             if self.method == "scan":
-                integrate = jax.tree_util.Partial(_integrate_scan, ts=jnp.asarray(ts, dtype), dt=self.dt.astype(dtype), noisy=noisy,
+                integrate = jax.tree_util.Partial(integrate_scan, ts=jnp.asarray(ts, dtype), dt=self.dt.astype(dtype), noisy=noisy,
                                        save=self.save_particles)
                 attrs.update(solver="EulerMaruyama" if noisy else "Euler", stepsize_controller="constant", dt=self.dt)
             else:
@@ -177,10 +174,10 @@ class Particles(mfpde.AbstractAlgorithm):
                         solver = diffrax.ShARK()
                     else:
                         system = _System(flow, data, masses, chunk, self.entropy_samples)
-                        lam = float(_spectral_radius(system, y0, jnp.asarray(base.tspan[0], dtype)))
+                        lam = float(spectral_radius(system, y0, jnp.asarray(base.tspan[0], dtype)))
                         stiff = lam * float(base.tspan[1] - base.tspan[0]) / 3.5 > self.stiff_steps
                         attrs["jacobian_spectral_radius"] = lam
-                        solver = _implicit_solver() if stiff else diffrax.Tsit5()
+                        solver = implicit_solver() if stiff else diffrax.Tsit5()
                 if stepsize_controller is None and noisy:
                     # Milder PI coefficients, as diffrax recommends for noisy error estimates; steps land on the save
                     # times, because interpolating an SDE solution between steps is only O(√h) accurate.
@@ -191,7 +188,7 @@ class Particles(mfpde.AbstractAlgorithm):
                     stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
                 span = float(base.tspan[1] - base.tspan[0])
                 integrate = jax.tree_util.Partial(
-                    _integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
+                    integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
                     dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps,
                     brownian_tol=jnp.asarray(span * 2.0**-18 if brownian_tol is None else brownian_tol, dtype),
                     noisy=noisy, save=self.save_particles,
@@ -318,7 +315,7 @@ class _Point(eqx.Module):
             options = {"ts": ts}
             if state is not None:
                 y0, t_start = state
-            if self.integrate.func is _integrate_scan:  # fresh noise per segment; the Brownian tree spans the run
+            if self.integrate.func is integrate_scan:  # fresh noise per segment; the Brownian tree spans the run
                 noise_key = jax.random.fold_in(noise_key, segment)
         if y0 is None:
             y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
@@ -399,16 +396,6 @@ def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devic
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
 
-def _as_key(key):
-    if isinstance(key, (int, np.integer)):
-        return jax.random.key(int(key)), int(key)
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key, None
-    if isinstance(key, jax.Array) and key.dtype == jnp.uint32:
-        return jax.random.wrap_key_data(key), None
-    raise TypeError(f"`key` must be an integer seed or a JAX PRNG key, got {type(key).__name__}.")
-
-
 class _System(eqx.Module):
     """The particle system: flow, data and masses, with the state flattened to a vector of N·p entries."""
 
@@ -449,101 +436,6 @@ class _System(eqx.Module):
         if save_particles:
             out["theta"] = theta
         return out
-
-
-@eqx.filter_jit
-def _spectral_radius(system: _System, y0, t0, iterations: int = 20):
-    """Power iteration for the largest |eigenvalue| of ∂v/∂y at y0, with directional finite differences."""
-    v0 = system.velocity(t0, y0)
-    eps = jnp.sqrt(jnp.finfo(y0.dtype).eps) * (1 + jnp.linalg.norm(y0))
-
-    def step(_, carry):
-        z, _ = carry
-        jz = (system.velocity(t0, y0 + eps * z) - v0) / eps
-        norm = jnp.linalg.norm(jz)
-        return jz / jnp.where(norm > 0, norm, 1.0), norm
-
-    z = jax.random.normal(jax.random.key(0), y0.shape, y0.dtype)
-    _, lam = jax.lax.fori_loop(0, iterations, step, (z / jnp.linalg.norm(z), jnp.zeros((), y0.dtype)))
-    return lam
-
-
-def _implicit_solver():
-    # Matrix-free: a dense Jacobian of an N·p particle state does not fit in memory.
-    newton = diffrax.with_stepsize_controller_tols(optx.Newton)(linear_solver=lx.GMRES(rtol=1e-6, atol=1e-10, restart=40))
-    return diffrax.Kvaerno5(root_finder=newton)
-
-
-def _nonfinite(t, y, args, **kwargs):
-    return jnp.any(~jnp.isfinite(y))
-
-
-def _integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
-                        save):
-    """Integrate from (t0, y0) to the last save time; the Brownian tree covers the whole `span` of the problem, so
-    a run continued from a checkpoint sees the same Brownian path."""
-    drift = diffrax.ODETerm(system.velocity)
-    if noisy:
-        brownian = diffrax.VirtualBrownianTree(
-            *span, tol=brownian_tol, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key,
-            levy_area=diffrax.SpaceTimeLevyArea,
-        )
-        scale = system.noise_scale(y0)
-        terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(lambda t, y, args: lx.DiagonalLinearOperator(scale), brownian))
-    else:
-        terms = drift
-    sol = diffrax.diffeqsolve(
-        terms, solver, t0, ts[-1], dt0, y0,
-        saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
-                                    diffrax.SubSaveAt(t1=True)]),
-        stepsize_controller=controller, event=diffrax.Event(_nonfinite), max_steps=max_steps, throw=False,
-        progress_meter=meter,
-    )
-    result = sol.result._value
-    result = jnp.where(result == _EVENT, _NONFINITE, result)
-    stats = {
-        "num_steps": sol.stats["num_steps"],
-        "num_accepted_steps": sol.stats["num_accepted_steps"],
-        "num_rejected_steps": sol.stats["num_rejected_steps"],
-        "result": result,
-    }
-    observed, final = sol.ys
-    return observed, stats, final[-1]
-
-
-def _integrate_scan(system, y0, t0, span, key, meter, *, ts, dt, noisy, save):
-    """Fixed-step Euler–Maruyama, landing exactly on each save time: each interval [s_k, s_{k+1}] is split into
-    ⌈(s_{k+1} − s_k)/dt⌉ equal steps. Stops advancing (and saves NaN) once the state is non-finite."""
-    scale = system.noise_scale(y0) if noisy else None
-    t_end = ts[-1]
-    span = jnp.where(t_end > t0, t_end - t0, 1.0)
-
-    def interval(carry, t_next):
-        y, t, steps, failed, meter_state = carry
-        count = jnp.where(failed, 0, jnp.ceil((t_next - t) / dt - 1e-9)).astype(jnp.int32)
-        h = (t_next - t) / jnp.maximum(count, 1).astype(t.dtype)
-
-        def step(i, y):
-            y_new = y + h * system.velocity(t + i.astype(t.dtype) * h, y)
-            if noisy:
-                noise = jax.random.normal(jax.random.fold_in(key, steps + i), y.shape, y.dtype)
-                y_new = y_new + jnp.sqrt(h) * scale * noise
-            return y_new
-
-        y = jax.lax.fori_loop(0, count, step, y)
-        failed = failed | jnp.any(~jnp.isfinite(y))
-        observed = system.observe(t_next, y, noisy, save)
-        observed = jax.tree.map(lambda a: jnp.where(failed, jnp.inf, a), observed)
-        meter_state = meter.step(meter_state, (t_next - t0) / span)
-        return (y, t_next, steps + count, failed, meter_state), observed
-
-    carry = (y0, t0, jnp.zeros((), jnp.int32), jnp.zeros((), bool), meter.init())
-    (y, _, steps, failed, meter_state), ys = jax.lax.scan(interval, carry, ts)
-    meter.close(meter_state)
-    zero = jnp.zeros((), jnp.int32)
-    stats = {"num_steps": steps, "num_accepted_steps": steps, "num_rejected_steps": zero,
-             "result": jnp.where(failed, _NONFINITE, 0)}
-    return ys, stats, y
 
 
 _DESCRIPTIONS = {

@@ -1,5 +1,6 @@
 """Flows: the energy (and velocity) of a measure dynamics, one model family per module."""
 
-from ._base import AbstractFlow as AbstractFlow
+from ._base import AbstractFlow as AbstractFlow, AbstractLayeredFlow as AbstractLayeredFlow
+from ._multilayer import Multilayer as Multilayer
 from ._potential import OrnsteinUhlenbeck as OrnsteinUhlenbeck, Potential as Potential
 from ._two_layer import TwoLayer as TwoLayer

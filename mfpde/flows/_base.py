@@ -68,3 +68,35 @@ class AbstractFlow(eqx.Module):
     def describe(self, data: Dataset | None) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
         """For each observable: its dims (beyond `time`) and its CF attributes (`long_name`, `units`)."""
         return {}
+
+
+class AbstractLayeredFlow(eqx.Module):
+    """A flow whose state is a dict of weight matrices between the units of consecutive layers (units are the
+    particles of each layer), for multilayer mean-field limits. Solved by `solvers.Units`, whose widths are the
+    discretisation. Need not be a gradient flow: `velocity` carries the per-layer time scales.
+    """
+
+    temperature: eqx.AbstractVar[Float[Array, ""]]
+
+    @abc.abstractmethod
+    def shapes(self, widths: tuple[int, ...], data: Dataset) -> dict[str, tuple[int, ...]]:
+        """The shapes of the state's arrays for the given hidden widths."""
+
+    @abc.abstractmethod
+    def energy(self, state: dict, data: Dataset) -> Scalar:
+        """The objective reported as `risk`."""
+
+    @abc.abstractmethod
+    def velocity(self, t, state: dict, data: Dataset) -> dict:
+        """∂_t of every array of the state."""
+
+    @abc.abstractmethod
+    def observables(self, t, state: dict, data: Dataset) -> dict[str, Array]:
+        """Observables at time t (including `risk`); `describe` gives their dims and CF attributes."""
+
+    @abc.abstractmethod
+    def describe(self, data: Dataset) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+        """For each observable: its dims beyond `time`, and its CF attributes."""
+
+    def check_data(self, data) -> None:
+        """Raise a ValueError naming `data` when this flow cannot use it."""

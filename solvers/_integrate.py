@@ -1,0 +1,118 @@
+"""Time integration shared by the Lagrangian algorithms: a system (velocity, noise scale and observables on a flat
+state vector) integrated by diffrax, or by a fixed-step Euler–Maruyama scan."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+
+_NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
+_EVENT = diffrax.RESULTS._name_to_item["event_occurred"]._value
+
+
+def as_key(key):
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key)), int(key)
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key, None
+    if isinstance(key, jax.Array) and key.dtype == jnp.uint32:
+        return jax.random.wrap_key_data(key), None
+    raise TypeError(f"`key` must be an integer seed or a JAX PRNG key, got {type(key).__name__}.")
+
+
+@eqx.filter_jit
+def spectral_radius(system, y0, t0, iterations: int = 20):
+    """Power iteration for the largest |eigenvalue| of ∂v/∂y at y0, with directional finite differences."""
+    v0 = system.velocity(t0, y0)
+    eps = jnp.sqrt(jnp.finfo(y0.dtype).eps) * (1 + jnp.linalg.norm(y0))
+
+    def step(_, carry):
+        z, _ = carry
+        jz = (system.velocity(t0, y0 + eps * z) - v0) / eps
+        norm = jnp.linalg.norm(jz)
+        return jz / jnp.where(norm > 0, norm, 1.0), norm
+
+    z = jax.random.normal(jax.random.key(0), y0.shape, y0.dtype)
+    _, lam = jax.lax.fori_loop(0, iterations, step, (z / jnp.linalg.norm(z), jnp.zeros((), y0.dtype)))
+    return lam
+
+
+def implicit_solver():
+    # Matrix-free: a dense Jacobian of an N·p particle state does not fit in memory.
+    newton = diffrax.with_stepsize_controller_tols(optx.Newton)(linear_solver=lx.GMRES(rtol=1e-6, atol=1e-10, restart=40))
+    return diffrax.Kvaerno5(root_finder=newton)
+
+
+def _nonfinite(t, y, args, **kwargs):
+    return jnp.any(~jnp.isfinite(y))
+
+
+def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
+                        save):
+    """Integrate from (t0, y0) to the last save time; the Brownian tree covers the whole `span` of the problem, so
+    a run continued from a checkpoint sees the same Brownian path."""
+    drift = diffrax.ODETerm(system.velocity)
+    if noisy:
+        brownian = diffrax.VirtualBrownianTree(
+            *span, tol=brownian_tol, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key,
+            levy_area=diffrax.SpaceTimeLevyArea,
+        )
+        scale = system.noise_scale(y0)
+        terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(lambda t, y, args: lx.DiagonalLinearOperator(scale), brownian))
+    else:
+        terms = drift
+    sol = diffrax.diffeqsolve(
+        terms, solver, t0, ts[-1], dt0, y0,
+        saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
+                                    diffrax.SubSaveAt(t1=True)]),
+        stepsize_controller=controller, event=diffrax.Event(_nonfinite), max_steps=max_steps, throw=False,
+        progress_meter=meter,
+    )
+    result = sol.result._value
+    result = jnp.where(result == _EVENT, _NONFINITE, result)
+    stats = {
+        "num_steps": sol.stats["num_steps"],
+        "num_accepted_steps": sol.stats["num_accepted_steps"],
+        "num_rejected_steps": sol.stats["num_rejected_steps"],
+        "result": result,
+    }
+    observed, final = sol.ys
+    return observed, stats, final[-1]
+
+
+def integrate_scan(system, y0, t0, span, key, meter, *, ts, dt, noisy, save):
+    """Fixed-step Euler–Maruyama, landing exactly on each save time: each interval [s_k, s_{k+1}] is split into
+    ⌈(s_{k+1} − s_k)/dt⌉ equal steps. Stops advancing (and saves NaN) once the state is non-finite."""
+    scale = system.noise_scale(y0) if noisy else None
+    t_end = ts[-1]
+    span = jnp.where(t_end > t0, t_end - t0, 1.0)
+
+    def interval(carry, t_next):
+        y, t, steps, failed, meter_state = carry
+        count = jnp.where(failed, 0, jnp.ceil((t_next - t) / dt - 1e-9)).astype(jnp.int32)
+        h = (t_next - t) / jnp.maximum(count, 1).astype(t.dtype)
+
+        def step(i, y):
+            y_new = y + h * system.velocity(t + i.astype(t.dtype) * h, y)
+            if noisy:
+                noise = jax.random.normal(jax.random.fold_in(key, steps + i), y.shape, y.dtype)
+                y_new = y_new + jnp.sqrt(h) * scale * noise
+            return y_new
+
+        y = jax.lax.fori_loop(0, count, step, y)
+        failed = failed | jnp.any(~jnp.isfinite(y))
+        observed = system.observe(t_next, y, noisy, save)
+        observed = jax.tree.map(lambda a: jnp.where(failed, jnp.inf, a), observed)
+        meter_state = meter.step(meter_state, (t_next - t0) / span)
+        return (y, t_next, steps + count, failed, meter_state), observed
+
+    carry = (y0, t0, jnp.zeros((), jnp.int32), jnp.zeros((), bool), meter.init())
+    (y, _, steps, failed, meter_state), ys = jax.lax.scan(interval, carry, ts)
+    meter.close(meter_state)
+    zero = jnp.zeros((), jnp.int32)
+    stats = {"num_steps": steps, "num_accepted_steps": steps, "num_rejected_steps": zero,
+             "result": jnp.where(failed, _NONFINITE, 0)}
+    return ys, stats, y

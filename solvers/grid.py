@@ -1,0 +1,455 @@
+import math
+import typing
+from collections.abc import Mapping, Sequence
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+import mfpde
+from mfpde._checks import as_float_array
+from mfpde._solution import make_dataset, warn_or_raise
+from mfpde._timing import Timer
+
+from ._grid_init import check_masses, initial_masses
+from ._grid_ops import SpectralDiffusion, SpectralRootFinder, diffusion_rate, sg_rate
+from ._saveat import save_times
+
+_NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
+_EVENT = diffrax.RESULTS._name_to_item["event_occurred"]._value
+
+
+def _bounds(value) -> tuple[tuple[float, float], ...]:
+    try:
+        pairs = tuple((float(lo), float(hi)) for lo, hi in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`bounds` of Grid must be a sequence of (low, high) pairs, one per axis, got {value!r}.") from None
+    if not 1 <= len(pairs) <= 3:
+        raise ValueError(f"`bounds` of Grid must have 1, 2 or 3 (low, high) pairs, got {len(pairs)}.")
+    for axis, (lo, hi) in enumerate(pairs):
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not hi > lo:
+            raise ValueError(f"`bounds` of Grid: axis {axis} must have finite low < high, got ({lo}, {hi}).")
+    return pairs
+
+
+def _cells(value, dims: int) -> tuple[int, ...]:
+    if isinstance(value, (int, np.integer)):
+        value = (value,) * dims
+    try:
+        cells = tuple(value)
+    except TypeError:
+        raise ValueError(f"`cells` of Grid must be an integer or a sequence of integers, got {value!r}.") from None
+    if len(cells) != dims:
+        raise ValueError(f"`cells` of Grid has {len(cells)} entries but `bounds` has {dims} axes.")
+    for n in cells:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise ValueError(f"`cells` of Grid must be integers ≥ 2 (cells per axis), got {value!r}.")
+    return tuple(int(n) for n in cells)
+
+
+class Grid(mfpde.AbstractAlgorithm):
+    """The Eulerian discretisation: the measure as masses m_k ≥ 0 (Σ m_k = 1) on the cells of a fixed grid over
+    1, 2 or 3 of the flow's coordinates, moved by the finite-volume scheme of MATH.md 5,
+
+        ṁ_k = −Σ_a (F_{k+½} − F_{k−½}),   F_{k+½} = (τ/h_a²) [B(ΔΦ/τ) m_k − B(−ΔΦ/τ) m_{k+1}],   B(z) = z/(e^z − 1),
+
+    (the Scharfetter–Gummel flux J of MATH.md 5 times the face area V/h_a, with ρ_k = m_k/V, V = Π h_a), where the
+    potential Φ_k = ∂R/∂m_k is the gradient of the flow's own `energy` at the nodes θ_k with masses m — the same
+    function the particle solver differentiates in θ. Walls carry no flux; periodic axes wrap round. Hence:
+
+    - mass is conserved to rounding (the fluxes telescope);
+    - exp(−Φ/τ) is an exact stationary state for a linear energy (B(−z) = e^z B(z) makes every flux vanish), and
+      the Gibbs fixed points m ∝ exp(−Φ[m]/τ) are the stationary states in general;
+    - the semi-discrete scheme preserves positivity and dissipates the discrete free energy
+      F = R + τ Σ_k m_k log(m_k/V), which the results report exactly;
+    - it is second order in h where the density is smooth.
+
+    For τ = 0 the flux is its upwind limit, F_{k+½} = [max(−ΔΦ, 0) m_k − max(ΔΦ, 0) m_{k+1}]/h²: pure transport
+    with velocity −∇Φ, first order in h, positivity preserving (no diffusion, so no stiffness either).
+
+    The default time integrator is diffrax's `KenCarp4` (an adaptive, L-stable 4th-order IMEX Runge–Kutta method)
+    with the diffusion τΔ_h as the implicit term and the rest of the Scharfetter–Gummel flux (B − 1 in place of B,
+    same conservative form) explicit. Its implicit stages are linear in the diffusion, which the discrete cosine
+    transform diagonalises (Fourier transform on periodic axes): `SpectralRootFinder` solves each stage exactly in
+    O(K log K), never forming a matrix. The split keeps both properties above: each part is a conservative flux
+    difference, and the explicit and implicit tableaux share their nodes and weights, so the Gibbs state (where the
+    two parts cancel exactly) is also a fixed point of every step. Measured on the 2D Ornstein–Uhlenbeck
+    Fokker–Planck problem (τ = 0.5, κ = 1, box [−5, 5]², to t = 2, L1 error ≤ 1e-3 against the exact Gaussian,
+    float64, CPU; see `benchmarks/grid_vs_pypde.py`):
+
+    ==========================================  =========  ==========  ==========
+    integrator (rtol = 1e-6)                      128² s     256² s      512² s
+    ==========================================  =========  ==========  ==========
+    KenCarp4 + spectral stage solve (default)      TBD        TBD         TBD
+    ==========================================  =========  ==========  ==========
+
+    Any diffrax `solver` and `stepsize_controller` given to `solve` are used as given: an IMEX solver (KenCarp3/4/5,
+    Sil3) gets the same explicit/implicit split, any other solver the whole right-hand side.
+
+    **Arguments:**
+
+    - `bounds`: ((low, high), ...) of the box, one pair per gridded axis (1 to 3 axes).
+    - `cells`: cells per axis (integers ≥ 2, or one integer for all axes); nodes are the cell centres.
+    - `axes`: names of the gridded coordinates of the flow (`flow.coordinates(data)`, e.g. ("w_0", "w_1") for a
+      two-layer network with d = 2). Default: all coordinates, which suits `flows.Potential` and
+      `flows.OrnsteinUhlenbeck`.
+    - `periodic`: which axes are periodic (the box is then one period): a bool for all, one bool per axis, or the
+      names of the periodic axes. Default: none (zero-flux walls everywhere).
+    - `fixed`: values of the coordinates that are not gridded, by coordinate name (`{"u": 1.0}`) or group name (a
+      value per coordinate of the group). They must be coordinates the flow does not train (e.g.
+      `TwoLayer(train_output=False)`): a grid cannot move mass along a coordinate it does not resolve.
+    - `chunk_size`: evaluate the data term of the energy in chunks of this many training points.
+    - `save_density`: save the density at every save time (data variable `density`).
+    - `max_outside`: the largest fraction of the initial mass allowed outside the box (default 1e-6).
+
+    The initial masses are the cell probabilities of `problem.init` (exact for Gaussian, Uniform and their Product;
+    the histogram for explicit `measures.Particles`; density × cell volume otherwise), renormalised to one after the
+    check that at most `max_outside` of the mass falls outside the box.
+    """
+
+    bounds: tuple[tuple[float, float], ...] = eqx.field(static=True)
+    cells: tuple[int, ...] = eqx.field(static=True)
+    axes: tuple[str, ...] | None = eqx.field(static=True)
+    periodic: tuple[bool, ...] = eqx.field(static=True)
+    fixed: dict[str, Float[Array, "..."]]
+    chunk_size: int | None = eqx.field(static=True)
+    save_density: bool = eqx.field(static=True)
+    max_outside: float = eqx.field(static=True)
+
+    def __init__(self, bounds, cells, axes: Sequence[str] | None = None, periodic=None, fixed: Mapping | None = None,
+                 chunk_size: int | None = None, save_density: bool = True, max_outside: float = 1e-6):
+        self.bounds = _bounds(bounds)
+        dims = len(self.bounds)
+        self.cells = _cells(cells, dims)
+        if axes is not None:
+            if isinstance(axes, str) or not all(isinstance(a, str) for a in axes):
+                raise ValueError(f"`axes` of Grid must be a sequence of coordinate names, got {axes!r}.")
+            axes = tuple(axes)
+            if len(axes) != dims:
+                raise ValueError(f"`axes` of Grid names {len(axes)} coordinates but `bounds` has {dims} axes.")
+            if len(set(axes)) != len(axes):
+                raise ValueError(f"`axes` of Grid names a coordinate twice: {axes}.")
+        self.axes = axes
+        self.periodic = self._periodic(periodic, dims, axes)
+        if fixed is None:
+            fixed = {}
+        if not isinstance(fixed, Mapping) or not all(isinstance(k, str) for k in fixed):
+            raise ValueError(f"`fixed` of Grid must be a mapping from coordinate names to values, got {fixed!r}.")
+        self.fixed = {name: as_float_array(value, f"fixed[{name!r}]", "Grid") for name, value in fixed.items()}
+        for name, value in self.fixed.items():
+            if value.ndim > 1:
+                raise ValueError(f"`fixed` of Grid: the value of {name!r} must be a scalar or a vector, got shape {value.shape}.")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"`chunk_size` of Grid must be a positive integer, got {chunk_size!r}.")
+        self.chunk_size = chunk_size
+        self.save_density = bool(save_density)
+        if not 0 <= max_outside < 1:
+            raise ValueError(f"`max_outside` of Grid must lie in [0, 1), got {max_outside!r}.")
+        self.max_outside = float(max_outside)
+
+    @staticmethod
+    def _periodic(value, dims, axes):
+        if value is None or isinstance(value, (bool, np.bool_)):
+            return (bool(value),) * dims
+        value = tuple(value)
+        if all(isinstance(v, str) for v in value):
+            if axes is None:
+                raise ValueError("`periodic` of Grid names axes, so `axes` must be given too (or give one bool per axis).")
+            unknown = [v for v in value if v not in axes]
+            if unknown:
+                raise ValueError(f"`periodic` of Grid names {unknown}, which are not among `axes` {axes}.")
+            return tuple(a in value for a in axes)
+        if len(value) != dims or not all(isinstance(v, (bool, np.bool_)) for v in value):
+            raise ValueError(f"`periodic` of Grid must be a bool, {dims} bools, or names of axes; got {value!r}.")
+        return tuple(bool(v) for v in value)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """The cell widths h_a."""
+        return tuple((hi - lo) / n for (lo, hi), n in zip(self.bounds, self.cells))
+
+    @property
+    def cell_volume(self) -> float:
+        """V = Π h_a."""
+        return float(np.prod(self.spacing))
+
+    def edges(self) -> list[np.ndarray]:
+        """Cell edges along each axis."""
+        return [np.linspace(lo, hi, n + 1) for (lo, hi), n in zip(self.bounds, self.cells)]
+
+    def nodes(self) -> list[np.ndarray]:
+        """Cell centres θ_k along each axis."""
+        return [lo + (np.arange(n) + 0.5) * h for (lo, _), n, h in zip(self.bounds, self.cells, self.spacing)]
+
+    def layout(self, flow: mfpde.flows.AbstractFlow, data) -> tuple[tuple[str, ...], tuple[int, ...], np.ndarray]:
+        """(gridded axis names, their indices among the flow's coordinates, the fixed value of every coordinate with
+        NaN at the gridded ones), after checking `axes` and `fixed` against the flow."""
+        names = flow.coordinates(data)
+        groups = flow.groups(data)
+        axes = self.axes
+        if axes is None:
+            if len(names) != len(self.bounds):
+                raise ValueError(
+                    f"`axes` of Grid: the flow has {len(names)} coordinates {names} but the grid {len(self.bounds)} "
+                    f"axes; name the gridded coordinates with `axes` and give the others in `fixed`."
+                )
+            axes = names
+        unknown = [a for a in axes if a not in names]
+        if unknown:
+            raise ValueError(f"`axes` of Grid: {unknown} are not coordinates of the flow; it has {names}.")
+        index = tuple(names.index(a) for a in axes)
+        trained = flow.trainable(data)
+        frozen = [a for a, i in zip(axes, index) if not trained[i]]
+        if frozen:
+            raise ValueError(f"`axes` of Grid: the flow keeps {frozen} fixed, so the grid cannot move mass along them.")
+        values = np.full(len(names), np.nan)
+        offsets, start = {}, 0
+        for group, size in groups.items():
+            offsets[group] = (start, size)
+            start += size
+        for key, value in self.fixed.items():
+            value = np.asarray(value, dtype=float)
+            if key in offsets:
+                start, size = offsets[key]
+                columns = list(range(start, start + size))
+            elif key in names:
+                columns = [names.index(key)]
+            else:
+                raise ValueError(f"`fixed` of Grid: {key!r} is neither a coordinate nor a group of the flow ({names}).")
+            if value.size not in (1, len(columns)):
+                raise ValueError(f"`fixed` of Grid: {key!r} needs a scalar or {len(columns)} values, got shape {value.shape}.")
+            clash = [names[c] for c in columns if c in index]
+            if clash:
+                raise ValueError(f"`fixed` of Grid: {clash} are gridded (in `axes`), they cannot also be fixed.")
+            values[columns] = np.broadcast_to(value.reshape(-1), (len(columns),))
+        missing = [n for i, n in enumerate(names) if i not in index and np.isnan(values[i])]
+        if missing:
+            raise ValueError(f"`fixed` of Grid: give values for the coordinates that are not gridded: {missing}.")
+        moving = [n for i, n in enumerate(names) if i not in index and trained[i]]
+        if moving:
+            raise ValueError(
+                f"`axes` of Grid: the flow trains {moving}, which the grid holds fixed; grid them too, or build a flow "
+                f"that keeps them fixed (e.g. TwoLayer(train_output=False) for u)."
+            )
+        return tuple(axes), index, values
+
+    def solve(
+        self,
+        problem: mfpde.FlowProblem,
+        *,
+        saveat=None,
+        solver: diffrax.AbstractSolver | None = None,
+        stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        dt0: float | None = None,
+        max_steps: int = 100_000,
+        progress_meter: diffrax.AbstractProgressMeter | bool = False,
+        key=0,
+        throw: bool = False,
+    ) -> mfpde.Solution:
+        """Integrate `problem` on the grid.
+
+        **Arguments:**
+
+        - `problem`: an `mfpde.FlowProblem`.
+        - `saveat`: times (array) or a `diffrax.SaveAt(ts=...)`; default 101 times over the span.
+        - `solver`, `stepsize_controller`: diffrax objects, used as given (default: see the class docstring and a
+          `PIDController(rtol, atol)`).
+        - `rtol`, `atol`: tolerances of the default controller on the masses (traced: changing them does not
+          recompile). Default rtol 1e-6 (1e-4 in float32) and atol = rtol / (number of cells), i.e. relative to the
+          mean cell mass.
+        - `dt0`: initial step (default: chosen by the controller).
+        - `max_steps`: step budget; reaching it returns what was computed, with result `max_steps_reached`.
+        - `progress_meter`: a diffrax progress meter, or True for `diffrax.TqdmProgressMeter()`.
+        - `key`: an integer seed or PRNG key, used only to estimate by sampling how much of an initial measure
+          without a known distribution function lies outside the box.
+        - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
+        """
+        if isinstance(problem, mfpde.EnsembleProblem):
+            raise TypeError("Grid solves a single mfpde.FlowProblem; run the points of an EnsembleProblem one by one.")
+        if not isinstance(problem, mfpde.FlowProblem):
+            raise TypeError(f"`problem` must be an mfpde.FlowProblem, got {type(problem).__name__}.")
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        flow, data = problem.flow, problem.data
+        ts = save_times(saveat, problem.tspan)
+        axes, index, fixed_values = self.layout(flow, data)
+        groups = flow.groups(data)
+        dtype = jnp.zeros(()).dtype
+        nodes = self.nodes()
+        mesh = np.meshgrid(*nodes, indexing="ij")
+        theta = np.tile(fixed_values, (int(np.prod(self.cells)), 1))
+        for a, i in enumerate(index):
+            theta[:, i] = mesh[a].reshape(-1)
+        if isinstance(key, (int, np.integer)):
+            key = jax.random.key(int(key))
+        masses, outside, how = initial_masses(problem.init, groups, index, self.edges(), theta, self.cell_volume, key)
+        m0 = check_masses(masses, outside, how, self.max_outside, self.bounds)
+        n_cells = m0.size
+        default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
+        rtol_value = default_rtol if rtol is None else rtol
+        rtol = jnp.asarray(rtol_value, dtype)
+        atol = jnp.asarray(rtol_value / n_cells if atol is None else atol, dtype)
+        if progress_meter is True:
+            progress_meter = diffrax.TqdmProgressMeter()
+        elif progress_meter is False or progress_meter is None:
+            progress_meter = diffrax.NoProgressMeter()
+        diffusion = SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype)
+        if solver is None:
+            solver = default_solver(diffusion)
+        if stepsize_controller is None:
+            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        imex = is_imex(solver)
+        system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
+                             self.cell_volume, self.chunk_size, self.save_density, tuple(index))
+        attrs = {
+            "solver": type(solver).__name__, "stepsize_controller": repr(stepsize_controller), "rtol": rtol, "atol": atol,
+            "max_steps": max_steps, "imex_split": imex, "axes": list(axes), "cell_volume": self.cell_volume,
+            "initial_mass_outside": outside, "initial_mass_outside_method": how,
+        }
+        with Timer() as timer:
+            observed, stats = jax.device_get(_integrate(
+                system, jnp.asarray(m0, dtype), jnp.asarray(problem.tspan[0], dtype), jnp.asarray(ts, dtype), solver,
+                stepsize_controller, None if dt0 is None else jnp.asarray(dt0, dtype), progress_meter, max_steps, imex,
+            ))
+        dataset = _dataset(problem, self, flow, data, axes, nodes, ts, observed, stats, timer, attrs)
+        return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+def default_solver(diffusion: SpectralDiffusion) -> diffrax.AbstractSolver:
+    """KenCarp4 with the diffusion implicit, its stages solved exactly by `SpectralRootFinder`."""
+    return diffrax.KenCarp4(root_finder=SpectralRootFinder(diffusion))
+
+
+def is_imex(solver) -> bool:
+    """Whether `solver` takes a `MultiTerm(explicit, implicit)` pair (KenCarp3/4/5, Sil3)."""
+    structure = getattr(solver, "term_structure", None)
+    origin = typing.get_origin(structure) or structure
+    return isinstance(origin, type) and issubclass(origin, diffrax.MultiTerm)
+
+
+class _GridSystem(eqx.Module):
+    """The flow at the grid nodes: potential, rates and observables of the masses (shape `cells`)."""
+
+    flow: mfpde.flows.AbstractFlow
+    data: mfpde.Dataset | None
+    theta: Float[Array, "K p"]
+    cells: tuple[int, ...] = eqx.field(static=True)
+    spacing: tuple[float, ...] = eqx.field(static=True)
+    periodic: tuple[bool, ...] = eqx.field(static=True)
+    volume: float = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
+    save_density: bool = eqx.field(static=True)
+    index: tuple[int, ...] = eqx.field(static=True)
+
+    @property
+    def tau(self):
+        return self.flow.temperature
+
+    def energy(self, m):
+        return self.flow.energy(self.theta, m.reshape(-1), self.data, chunk_size=self.chunk_size)
+
+    def potential(self, m):
+        """Φ_k = ∂R/∂m_k, by autodiff of the flow's energy."""
+        return jax.grad(self.energy)(m)
+
+    def rate(self, t, m, args=None):
+        return sg_rate(m, self.potential(m), self.tau.astype(m.dtype), self.spacing, self.periodic)
+
+    def explicit(self, t, m, args=None):
+        return sg_rate(m, self.potential(m), self.tau.astype(m.dtype), self.spacing, self.periodic, subtract_diffusion=True)
+
+    def implicit(self, t, m, args=None):
+        return diffusion_rate(m, self.tau.astype(m.dtype), self.spacing, self.periodic)
+
+    def observe(self, t, m, args=None):
+        flat = m.reshape(-1)
+        out = dict(self.flow.observables(self.theta, flat, self.data, chunk_size=self.chunk_size))
+        risk = self.energy(m)
+        positive = flat > 0
+        entropy = -jnp.sum(jnp.where(positive, flat * jnp.log(jnp.where(positive, flat, 1.0) / self.volume), 0.0))
+        out["risk"] = risk
+        out["entropy"] = entropy
+        out["free_energy"] = risk - self.tau.astype(m.dtype) * entropy
+        out["mass"] = jnp.sum(flat)
+        gridded = self.theta[:, list(self.index)]
+        mean = flat @ gridded / out["mass"]
+        centred = gridded - mean
+        out["theta_mean"] = mean
+        out["theta_cov"] = (centred * flat[:, None]).T @ centred / out["mass"]
+        if self.save_density:
+            out["density"] = m / self.volume
+        return out
+
+
+def _nonfinite(t, y, args, **kwargs):
+    return jnp.any(~jnp.isfinite(y))
+
+
+@eqx.filter_jit
+def _integrate(system: _GridSystem, m0, t0, ts, solver, controller, dt0, meter, max_steps, imex):
+    if imex:
+        terms = diffrax.MultiTerm(diffrax.ODETerm(system.explicit), diffrax.ODETerm(system.implicit))
+    else:
+        terms = diffrax.ODETerm(system.rate)
+    sol = diffrax.diffeqsolve(
+        terms, solver, t0, ts[-1], dt0, m0,
+        saveat=diffrax.SaveAt(ts=ts, fn=system.observe),
+        stepsize_controller=controller, event=diffrax.Event(_nonfinite), max_steps=max_steps, throw=False,
+        progress_meter=meter,
+    )
+    result = sol.result._value
+    result = jnp.where(result == _EVENT, _NONFINITE, result)
+    stats = {
+        "num_steps": sol.stats["num_steps"],
+        "num_accepted_steps": sol.stats["num_accepted_steps"],
+        "num_rejected_steps": sol.stats["num_rejected_steps"],
+        "result": result,
+    }
+    return sol.ys, stats
+
+
+_DESCRIPTIONS = {
+    "risk": ((), {"long_name": "risk R(ρ): the flow's energy at the grid masses", "units": "1"}),
+    "free_energy": ((), {"long_name": "free energy F = R + τ Σ_k m_k log(m_k/V) on the grid (exact)", "units": "1"}),
+    "entropy": ((), {"long_name": "entropy −Σ_k m_k log(m_k/V) of the grid density over the gridded axes", "units": "1"}),
+    "mass": ((), {"long_name": "total mass Σ_k m_k", "units": "1"}),
+    "theta_mean": (("param",), {"long_name": "mean of the gridded coordinates of θ", "units": "1"}),
+    "theta_cov": (("param", "param2"), {"long_name": "covariance of the gridded coordinates of θ", "units": "1"}),
+}
+
+
+def _dataset(problem, algorithm, flow, data, axes, nodes, ts, observed, stats, timer, attrs):
+    described = {**_DESCRIPTIONS, **flow.describe(data)}
+    described["density"] = (axes, {"long_name": "density ρ = m_k / V of the measure over the gridded coordinates",
+                                    "units": "1"})
+    result = int(stats["result"])
+    unreached = result != 0 and np.isposinf(np.asarray(observed["risk"]))
+    variables = {}
+    for name, values in observed.items():
+        values = np.asarray(values)
+        if np.any(unreached) and np.issubdtype(values.dtype, np.floating):
+            values = np.where(unreached.reshape(-1, *[1] * (values.ndim - 1)), np.nan, values)
+        dims, var_attrs = described[name]
+        variables[name] = (("time", *dims), values, var_attrs)
+    names = np.array(axes, dtype=object)
+    coords = {
+        "time": (("time",), ts, {"long_name": "time", "units": "1",
+                                 "description": "mean-field time: t = k·η/N after k gradient-descent steps of learning rate η"}),
+        "param": (("param",), names, {"long_name": "gridded coordinate of θ"}),
+        "param2": (("param2",), names, {"long_name": "gridded coordinate of θ"}),
+    }
+    for name, values, (lo, hi), per in zip(axes, nodes, algorithm.bounds, algorithm.periodic):
+        coords[name] = ((name,), values, {"long_name": f"grid node (cell centre) of coordinate {name}", "units": "1",
+                                          "bounds_low": lo, "bounds_high": hi, "periodic": int(per)})
+    if data is not None and "prediction" in observed:
+        coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
+        coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
+    title = f"{type(flow).__name__} flow, Grid {'×'.join(map(str, algorithm.cells))}"
+    stats = {k: np.asarray(v) for k, v in stats.items()}
+    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
+                        timing=timer, attrs=attrs, title=title)

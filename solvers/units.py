@@ -1,0 +1,158 @@
+from typing import Literal
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+import mfpde
+from mfpde._checks import as_float_array
+from mfpde._solution import make_dataset, warn_or_raise
+from mfpde._timing import Timer
+
+from ._integrate import as_key, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
+from ._saveat import save_times
+
+
+class Units(mfpde.AbstractAlgorithm):
+    """The Lagrangian discretisation of a layered flow (e.g. `flows.Multilayer`): N_ℓ units in hidden layer ℓ,
+    the state being the weight matrices between the units of consecutive layers. At finite widths this *is* the
+    width-N network trained by gradient flow with the mean-field learning rates; the mean-field limit is
+    approached as the widths grow (rate O(N^{−1/2}) in observables).
+
+    **Arguments:**
+
+    - `widths`: (N_1, …, N_{L−1}), one width per hidden layer.
+    - `method`: "adaptive" (diffrax; `Tsit5`, or `Kvaerno5` with matrix-free Newton–GMRES when the velocity's
+      Jacobian makes an explicit solver take more than `stiff_steps` steps for stability alone) or "scan"
+      (fixed-step Euler, i.e. plain gradient descent, with step `dt`).
+    - `dt`: the step of the "scan" method.
+    - `save_state`: also save the weight matrices at the save times.
+    """
+
+    widths: tuple[int, ...] = eqx.field(static=True, converter=lambda w: tuple(int(x) for x in np.atleast_1d(w)))
+    method: Literal["adaptive", "scan"] = eqx.field(static=True, default="adaptive")
+    dt: Float[Array, ""] | None = eqx.field(default=None, converter=lambda v: None if v is None else as_float_array(v, "dt", "Units"))
+    save_state: bool = eqx.field(static=True, default=False)
+    stiff_steps: int = eqx.field(static=True, default=10_000)
+
+    def __check_init__(self):
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ValueError(f"`widths` of Units must be positive integers, got {self.widths}.")
+        if self.method not in ("adaptive", "scan"):
+            raise ValueError(f"`method` of Units must be 'adaptive' or 'scan', got {self.method!r}.")
+        if self.method == "scan" and (self.dt is None or not bool(self.dt > 0)):
+            raise ValueError("`dt` of Units must be given and positive with method='scan'.")
+
+    def solve(self, problem, *, saveat=None, key=0, solver=None, stepsize_controller=None, rtol=None, atol=None,
+              dt0=None, max_steps: int = 100_000, progress_meter=False, throw: bool = False) -> mfpde.Solution:
+        """Integrate `problem` (a `FlowProblem` with a layered flow and a layered initial measure such as
+        `measures.IIDLayers`). Options as for `solvers.Particles.solve` (no noise, no ensembles yet)."""
+        if not isinstance(problem, mfpde.FlowProblem) or not isinstance(problem.flow, mfpde.flows.AbstractLayeredFlow):
+            raise TypeError("`problem` of Units must be a FlowProblem with a layered flow, e.g. flows.Multilayer.")
+        if not hasattr(problem.init, "sample_layers"):
+            raise TypeError(f"`init` must be a layered measure such as measures.IIDLayers, got {type(problem.init).__name__}.")
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        flow, data = problem.flow, problem.data
+        shapes = flow.shapes(self.widths, data)
+        ts = save_times(saveat, problem.tspan)
+        key, seed = as_key(key)
+        state0 = problem.init.sample_layers(jax.random.split(key)[0], shapes)
+        y0 = jnp.concatenate([state0[name].reshape(-1) for name in shapes])
+        dtype = y0.dtype
+        system = _LayeredSystem(flow, data, tuple(shapes.items()))
+        rtol = jnp.asarray(1e-6 if rtol is None else rtol, dtype) if dtype == jnp.float64 else jnp.asarray(1e-4 if rtol is None else rtol, dtype)
+        atol = jnp.asarray(rtol * 1e-2 if atol is None else atol, dtype)
+        meter = diffrax.TqdmProgressMeter() if progress_meter is True else (progress_meter or diffrax.NoProgressMeter())
+        span = tuple(jnp.asarray(t, dtype) for t in problem.tspan)
+        attrs = {"seed": seed, "method": self.method}
+        with Timer() as timer:
+            if self.method == "scan":
+                integrate = jax.tree_util.Partial(integrate_scan, ts=jnp.asarray(ts, dtype), dt=self.dt.astype(dtype),
+                                                  noisy=False, save=self.save_state)
+                attrs.update(solver="Euler", stepsize_controller="constant", dt=self.dt)
+            else:
+                stiff = None
+                if solver is None:
+                    lam = float(spectral_radius(system, y0, span[0]))
+                    stiff = lam * float(span[1] - span[0]) / 3.5 > self.stiff_steps
+                    attrs["jacobian_spectral_radius"] = lam
+                    solver = implicit_solver() if stiff else diffrax.Tsit5()
+                if stepsize_controller is None:
+                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+                integrate = jax.tree_util.Partial(
+                    integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
+                    dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps, brownian_tol=None,
+                    noisy=False, save=self.save_state,
+                )
+                attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
+                             atol=atol, max_steps=max_steps, stiff_detected=stiff)
+            observed, stats, _ = jax.device_get(_run(system, y0, span, key, meter, integrate))
+        dataset = _dataset(problem, self, shapes, ts, observed, stats, timer, attrs)
+        return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+class _LayeredSystem(eqx.Module):
+    """A layered flow on a flat state vector: the weight matrices, in layer order, raveled."""
+
+    flow: mfpde.flows.AbstractLayeredFlow
+    data: mfpde.Dataset
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True)
+
+    def unflatten(self, y) -> dict:
+        out, start = {}, 0
+        for name, shape in self.shapes:
+            size = int(np.prod(shape))
+            out[name] = y[start : start + size].reshape(shape)
+            start += size
+        return out
+
+    def velocity(self, t, y, args=None):
+        v = self.flow.velocity(t, self.unflatten(y), self.data)
+        return jnp.concatenate([v[name].reshape(-1) for name, _ in self.shapes])
+
+    def observe(self, t, y, noisy: bool, save: bool):
+        state = self.unflatten(y)
+        out = dict(self.flow.observables(t, state, self.data))
+        if save:
+            out.update(state)
+        return out
+
+
+@eqx.filter_jit
+def _run(system, y0, span, key, meter, integrate):
+    return integrate(system, y0, span[0], span, jax.random.split(key)[1], meter)
+
+
+def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs):
+    flow, data = problem.flow, problem.data
+    described = flow.describe(data)
+    names = list(shapes)
+    unit_dims = ["input"] + [f"unit_{i}" for i in range(1, len(names))] + ["output"]
+    for i, name in enumerate(names):
+        dims = (unit_dims[1], unit_dims[0]) if i == 0 else (unit_dims[i], unit_dims[i + 1])
+        described[name] = (dims, {"long_name": f"weights of layer {i + 1}", "units": "1"})
+    unreached = (int(stats["result"]) != 0) & np.isposinf(np.asarray(observed["risk"]))
+    variables = {}
+    for name, values in observed.items():
+        values = np.asarray(values)
+        if unreached.any():
+            values = np.where(unreached.reshape(-1, *[1] * (values.ndim - 1)), np.nan, values)
+        dims, var_attrs = described[name]
+        variables[name] = (("time", *dims), values, var_attrs)
+    sizes = {"input": data.d, "input2": data.d, "output": data.k, "sample": data.n, "layer": len(names) - 1}
+    sizes.update({f"unit_{i}": w for i, w in enumerate(algorithm.widths, start=1)})
+    used = {d for dims, _, _ in variables.values() for d in dims}
+    coords = {"time": (("time",), ts, {"long_name": "time", "units": "1",
+                                       "description": "mean-field time (each weight of layer ℓ moves at rate N_{ℓ−1}N_ℓ)"})}
+    for dim, size in sizes.items():
+        if dim in used:
+            start = 1 if dim == "layer" else 0
+            coords[dim] = ((dim,), np.arange(start, start + size), {"long_name": dim.replace("_", " ") + " index"})
+    title = f"{type(flow).__name__} flow, {type(algorithm).__name__} (widths {list(algorithm.widths)})"
+    stats = {k: int(v) for k, v in stats.items()}
+    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
+                        timing=timer, attrs=attrs, title=title)

@@ -1,0 +1,103 @@
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mfpde
+from solvers import Units
+
+
+def _data():
+    return mfpde.datasets.teacher(0, n=16, d=3)
+
+
+def _plain_gradient_flow(w1, w2, w3, X, y, t1, ts):
+    """Width-(N1, N2) three-layer tanh network trained by gradient flow, written plainly (no mfpde code): each
+    weight of layer ℓ moves at rate N_{ℓ−1}·N_ℓ times the gradient of J = mean ½(ŷ − y)²."""
+    N1, N2 = w2.shape
+
+    def loss(params):
+        a, b, c = params
+        h1 = jnp.tanh(X @ a.T)
+        h2 = jnp.tanh(h1 @ b / N1)
+        out = h2 @ c / N2
+        return 0.5 * jnp.mean((out - y) ** 2)
+
+    def rhs(t, params, args):
+        ga, gb, gc = jax.grad(loss)(params)
+        return (-N1 * ga, -N1 * N2 * gb, -N2 * gc)
+
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(rhs), diffrax.Dopri8(), 0.0, t1, 1e-3, (w1, w2, w3),
+                              saveat=diffrax.SaveAt(ts=ts), stepsize_controller=diffrax.PIDController(rtol=1e-12, atol=1e-14))
+    return sol.ys
+
+
+def test_finite_width_equals_plain_gradient_flow():
+    data = _data()
+    flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"))
+    init = mfpde.measures.IIDLayers(std=(1.0, 2.0, 1.0), mean=(0.0, 0.3, 0.0))
+    prob = mfpde.FlowProblem(flow, data, init, (0.0, 3.0))
+    ts = np.linspace(0.0, 3.0, 4)
+    sol = mfpde.solve(prob, Units(widths=(6, 5), save_state=True), saveat=ts, key=2, rtol=1e-11, atol=1e-13)
+    ds = sol.dataset
+    w1, w2, w3 = (jnp.asarray(ds[name].values[0]) for name in ("w1", "w2", "w3"))
+    ref = _plain_gradient_flow(w1, w2, w3, data.X, data.y, 3.0, ts)
+    for name, r in zip(("w1", "w2", "w3"), ref):
+        np.testing.assert_allclose(ds[name].values, np.asarray(r), rtol=1e-8, atol=1e-10)
+    assert ds.loss.values[-1] < ds.loss.values[0]
+
+
+def test_balancedness_conserved_for_relu():
+    flow = mfpde.flows.Multilayer(activations=("relu", "relu"))
+    prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 0.5, 0.0)), (0.0, 2.0))
+    ds = mfpde.solve(prob, Units(widths=(8, 8)), saveat=np.linspace(0, 2, 5), rtol=1e-10, atol=1e-12).dataset
+    for name in ("balance_1", "balance_2"):
+        drift = np.abs(ds[name].values - ds[name].values[0]).max()
+        assert drift < 1e-7 * np.abs(ds[name].values).max(), (name, drift)
+    moved = mfpde.solve(mfpde.remake(prob, l2=0.1), Units(widths=(8, 8)), saveat=[0.0, 2.0]).dataset
+    assert np.abs(moved.balance_1.values[-1] - moved.balance_1.values[0]).max() > 1e-3  # decay breaks it
+
+
+def test_width_convergence_on_coupled_embedding():
+    # On a coupled embedding widths N and 4N share their first units: |ŷ_N − ŷ_4N| = O(N^{−1/2}), RMS over seeds.
+    flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"))
+    init = mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 1.0, 1.0))
+    prob = mfpde.FlowProblem(flow, _data(), init, (0.0, 1.0))
+    widths = np.array([8, 32, 128, 512])
+    predictions = np.array([[mfpde.solve(prob, Units(widths=(w, w)), saveat=[1.0], key=seed).dataset.prediction.values
+                             for w in widths] for seed in range(4)])
+    gaps = np.sqrt(np.mean((predictions[:, 1:] - predictions[:, :-1]) ** 2, axis=(0, 2, 3, 4)))
+    rate = np.polyfit(np.log(widths[:-1]), np.log(gaps), 1)[0]
+    assert -0.8 < rate < -0.3, (gaps, rate)
+
+
+def test_frozen_layer_and_euler_scan():
+    flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"), rates=(1.0, 0.0, 1.0))
+    prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(), (0.0, 1.0))
+    ds = mfpde.solve(prob, Units(widths=(4, 4), method="scan", dt=0.01, save_state=True), saveat=[0.0, 1.0]).dataset
+    np.testing.assert_array_equal(ds.w2.values[0], ds.w2.values[1])
+    assert np.abs(ds.w1.values[1] - ds.w1.values[0]).max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: mfpde.flows.Multilayer(activations=("tanh",)), "`activations`"),
+        (lambda: mfpde.flows.Multilayer(activations=("tanh", "swish")), "`activations`"),
+        (lambda: mfpde.flows.Multilayer(activations=("tanh", "tanh"), rates=(1.0, 1.0)), "`rates`"),
+        (lambda: mfpde.flows.Multilayer(activations=("tanh", "tanh"), temperature=0.1), "`temperature`"),
+        (lambda: mfpde.flows.Multilayer(activations=("tanh", "tanh"), l2=-1.0), "`l2`"),
+        (lambda: Units(widths=(4, 0)), "`widths`"),
+        (lambda: mfpde.solve(mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
+                                               mfpde.measures.IIDLayers(), (0, 1)), Units(widths=(4, 4, 4))), "`widths`"),
+        (lambda: mfpde.solve(mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
+                                               mfpde.measures.Gaussian(), (0, 1)), Units(widths=(4, 4))), "`init`"),
+        (lambda: mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
+                                   mfpde.measures.IIDLayers(std=(1.0, 1.0)), (0, 1)).init.sample_layers(
+            jax.random.key(0), {"w1": (2, 3), "w2": (2, 2), "w3": (2, 1)}), "`std`"),
+    ],
+)
+def test_bad_input(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
