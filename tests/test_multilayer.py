@@ -101,3 +101,21 @@ def test_frozen_layer_and_euler_scan():
 def test_bad_input(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_iid_zero_mean_depth_four_is_degenerate_and_stationary_in_the_limit():
+    # Odd activation, i.i.d. zero-mean middle weights: every middle unit computes the same feature (0) as N → ∞,
+    # an exact stationary point of the limit. At width N the spread of the features across units vanishes (at least
+    # like 1/N: second hidden layer ≈ N^-0.75 here, third ≈ N^-1.7) and so does the motion of the network.
+    flow = mfpde.flows.Multilayer(activations=("tanh", "tanh", "tanh"))
+    prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0), (0.0, 1.0))
+    widths = np.array([16, 64, 256])
+    spread, motion = [], []
+    for w in widths:
+        ds = mfpde.solve(prob, Units(widths=(w, w, w)), saveat=[0.0, 1.0], key=1).dataset
+        spread.append(ds.unit_spread.values[0, 1:])  # middle layers at t = 0
+        motion.append(np.sqrt(np.mean((ds.prediction.values[1] - ds.prediction.values[0]) ** 2)))
+    spread = np.array(spread)
+    for layer in range(2):
+        assert np.polyfit(np.log(widths), np.log(spread[:, layer]), 1)[0] < -0.6, spread
+    assert motion[-1] < motion[0] / 4, motion
