@@ -212,8 +212,9 @@ class SpectralRootFinder(optx.AbstractRootFinder):
         mu = jnp.vdot(ge - gy, e) / jnp.vdot(e, e)
         new_y = y - self.diffusion.solve(gy, mu)
         residual, _ = fn(new_y, args)
-        scale = jnp.max(jnp.abs(gy)) + jnp.max(jnp.abs(new_y - y)) + jnp.finfo(y.dtype).tiny
-        ok = jnp.all(jnp.isfinite(new_y)) & (jnp.max(jnp.abs(residual)) <= 1e3 * jnp.finfo(y.dtype).eps * jnp.size(y) ** 0.5 * scale + self.atol)
+        # An exact solve leaves rounding: a few ulps of the terms of g, |x| and cλ_max|x| ≈ |1 − μ||x|.
+        scale = (1 + jnp.abs(1 - mu)) * jnp.max(jnp.abs(new_y)) + jnp.max(jnp.abs(gy))
+        ok = jnp.all(jnp.isfinite(new_y)) & (jnp.max(jnp.abs(residual)) <= 1e3 * jnp.finfo(y.dtype).eps * scale + self.atol)
         result = optx.RESULTS.where(ok, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence)
         return new_y, _SpectralState(state.step + 1, result), aux
 
