@@ -24,7 +24,9 @@ class EnsembleProblem(AbstractProblem):
 
     - `problem`: the base `FlowProblem`.
     - `sweep`: parameter name → values. Names are those of `mfpde.remake` (`"temperature"`, `"l2"`, `"init.std"`,
-      `"flow.alpha"`, `"tspan"` excluded) plus `"seed"` (the PRNG seed of the initial particles and the noise).
+      `"flow.alpha"`, `"tspan"` excluded), `"seed"` (the PRNG seed of the initial particles and the noise), and
+      `"algorithm.<field>"` for a field of the algorithm (checked by the algorithm: e.g. `Particles` batches
+      `"algorithm.dt"` and runs one compiled program per width for `"algorithm.n"`).
     - `product`: True for the product grid of all values (one result dimension per parameter, in the order given);
       False to zip them (equal lengths; one dimension `point`).
 
@@ -68,5 +70,10 @@ class EnsembleProblem(AbstractProblem):
         return [dict(zip(names, combo)) for combo in combos]
 
     def point_problem(self, point: dict) -> FlowProblem:
-        """The FlowProblem of one point (its seed, if swept, is not part of the problem)."""
-        return remake(self.problem, **{k: v for k, v in point.items() if k != "seed"})
+        """The FlowProblem of one point (its seed and algorithm fields, if swept, are not part of the problem)."""
+        return remake(self.problem, **{k: v for k, v in point.items() if not is_solver_parameter(k)})
+
+
+def is_solver_parameter(name: str) -> bool:
+    """Whether a sweep name belongs to the solve (the seed, or a field of the algorithm) rather than the problem."""
+    return name == "seed" or name.startswith("algorithm.")

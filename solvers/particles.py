@@ -1,3 +1,5 @@
+import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import diffrax
@@ -5,10 +7,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import mfpde
 from mfpde._checks import as_float_array
+from mfpde._ensemble import is_solver_parameter
 from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
 from mfpde._store import ChunkStore, fingerprint
@@ -126,6 +130,17 @@ class Particles(mfpde.AbstractAlgorithm):
         - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
         """
         ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
+        if ensemble is not None:
+            unknown = [k for k in ensemble.sweep if k.startswith("algorithm.") and k not in ("algorithm.n", "algorithm.dt")]
+            if unknown:
+                raise ValueError(f"sweep `{unknown[0]}`: Particles can sweep `algorithm.n` and `algorithm.dt` only.")
+            if "algorithm.dt" in ensemble.sweep and self.method != "scan":
+                raise ValueError("sweep `algorithm.dt` needs method='scan'.")
+            if "algorithm.n" in ensemble.sweep:
+                return _solve_per_width(self, ensemble, dict(saveat=saveat, key=key, solver=solver,
+                    stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
+                    progress_meter=progress_meter, brownian_tol=brownian_tol, batch_size=batch_size,
+                    directory=directory, checkpoint_every=checkpoint_every, client=client, throw=throw))
         base = ensemble.problem if ensemble is not None else problem
         if not isinstance(base, mfpde.FlowProblem):
             raise TypeError(f"`problem` must be an mfpde.FlowProblem or EnsembleProblem, got {type(problem).__name__}.")
@@ -226,6 +241,29 @@ class Particles(mfpde.AbstractAlgorithm):
         observables, stats = out
         dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
         return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+def _solve_per_width(algorithm, ensemble, options):
+    """A sweep over the width N: one batched, compiled program per width, concatenated along `algorithm_n`."""
+    if not ensemble.product:
+        raise ValueError("sweep `algorithm.n` needs a product sweep (product=True).")
+    widths = ensemble.sweep["algorithm.n"]
+    rest = {k: v for k, v in ensemble.sweep.items() if k != "algorithm.n"}
+    parts = []
+    for n in widths:
+        sub = dataclasses.replace(algorithm, n=int(n))
+        sub_options = dict(options)
+        if options["directory"] is not None:
+            sub_options["directory"] = Path(options["directory"]) / f"n={int(n)}"
+        problem = mfpde.EnsembleProblem(ensemble.problem, rest) if rest else ensemble.problem
+        parts.append(sub.solve(problem, **sub_options).dataset)
+    dataset = xr.concat(parts, dim=xr.Variable("algorithm_n", widths, {"long_name": "swept parameter algorithm.n"}),
+                        combine_attrs="override", data_vars="all")
+    dataset = dataset.transpose(*ensemble.dims, ...)
+    for name in ("wall_time_s", "compile_time_s", "run_time_s"):
+        dataset.attrs[name] = sum(part.attrs[name] for part in parts)
+    dataset.attrs["algorithm_n"] = "swept"
+    return mfpde.Solution(dataset)
 
 
 def _run_checkpointed(point, problem, key, meter, ts, every, store):
@@ -331,7 +369,10 @@ def _solve_point(point: _Point, problem, key, meter, restart=None):
 
 
 def _solve_values(point: _Point, base, values: dict, key, meter):
-    observed, stats, _ = point(mfpde.remake(base, **values), key, meter)
+    if "algorithm.dt" in values:
+        point = eqx.tree_at(lambda p: p.integrate.keywords["dt"], point, values["algorithm.dt"])
+    problem_values = {k: v for k, v in values.items() if not is_solver_parameter(k)}
+    observed, stats, _ = point(mfpde.remake(base, **problem_values), key, meter)
     return observed, stats
 
 

@@ -135,3 +135,17 @@ def test_killed_study_resumes_without_loss_or_duplication(tmp_path):
     with pytest.raises(ValueError, match="different study"):
         other = mfpde.EnsembleProblem(mfpde.remake(study.study.problem, l2=0.5), sweep=study.study.sweep)
         mfpde.solve(other, study.ALGORITHM, saveat=[1.0, 2.0], batch_size=2, directory=out)
+
+
+def test_sweep_over_width_and_step():
+    prob = _problem(0.01)
+    study = mfpde.EnsembleProblem(prob, sweep={"algorithm.n": [8, 32], "algorithm.dt": [0.1, 0.05], "seed": [0, 1]})
+    ds = mfpde.solve(study, Particles(n=4, method="scan", dt=0.1), saveat=[2.0]).dataset
+    assert ds.loss.dims == ("algorithm_n", "algorithm_dt", "seed", "time") and ds.loss.shape == (2, 2, 2, 1)
+    single = mfpde.solve(prob, Particles(n=32, method="scan", dt=0.05), saveat=[2.0], key=1).dataset
+    np.testing.assert_allclose(ds.loss.sel(algorithm_n=32, algorithm_dt=0.05, seed=1), single.loss, rtol=1e-10)
+    assert int(ds.num_steps.sel(algorithm_n=8, algorithm_dt=0.05, seed=0)) == 40
+    with pytest.raises(ValueError, match="algorithm.dt"):
+        mfpde.solve(mfpde.EnsembleProblem(prob, {"algorithm.dt": [0.1]}), Particles(n=4), saveat=[2.0])
+    with pytest.raises(ValueError, match="algorithm.chunk_size"):
+        mfpde.solve(mfpde.EnsembleProblem(prob, {"algorithm.chunk_size": [1]}), Particles(n=4), saveat=[2.0])
