@@ -24,7 +24,7 @@ def as_key(key):
 
 
 @eqx.filter_jit
-def spectral_radius(system, y0, t0, iterations: int = 20):
+def spectral_radius(system, y0, t0, iterations: int = 8):
     """Power iteration for the largest |eigenvalue| of ∂v/∂y at y0, with directional finite differences."""
     v0 = system.velocity(t0, y0)
     eps = jnp.sqrt(jnp.finfo(y0.dtype).eps) * (1 + jnp.linalg.norm(y0))

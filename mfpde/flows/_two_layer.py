@@ -87,18 +87,18 @@ class TwoLayer(AbstractFlow):
         mask[: data.k] = self.train_output
         return mask
 
-    def _split(self, theta, data):
-        k, d = data.k, data.d
-        u, w = theta[:, :k], theta[:, k : k + d]
-        b = theta[:, k + d] if self.bias else jnp.zeros((), theta.dtype)
-        return u, w, b
-
     def predict(self, theta, masses, X, data, *, chunk_size=None) -> Float[Array, "n k"]:
         """f(x_i; ρ) = α Σ_j m_j u_j σ(w_j · x_i + b_j) at the rows of `X`."""
-        u, w, b = self._split(theta, data)
+        k, d = data.k, data.d
+        u, w = theta[:, :k], theta[:, k : k + d]
         sigma = activations.get(self.activation)
         weighted_u = self.alpha * masses[:, None] * u
-        return chunked_map(lambda x: sigma(x @ w.T + b) @ weighted_u, X, chunk_size)
+
+        def layer(x):
+            pre = x @ w.T
+            return sigma(pre + theta[:, k + d] if self.bias else pre) @ weighted_u
+
+        return chunked_map(layer, X, chunk_size)
 
     def _l2_vector(self, data, dtype):
         lam = jnp.full(sum(self.groups(data).values()), self.l2, dtype=dtype)
