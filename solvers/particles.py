@@ -12,13 +12,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import mfpde
 from mfpde._checks import as_float_array
-from mfpde._ensemble import is_solver_parameter
 from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
 from mfpde._store import ChunkStore, fingerprint
 from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
+from ._batches import run_ensemble
 from ._integrate import as_key, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
 from ._saveat import save_times
 
@@ -235,7 +235,7 @@ class Particles(mfpde.AbstractAlgorithm):
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
                              attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size)
                     store = ChunkStore(directory, fingerprint(*study))
-                out = _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client)
+                out = run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client)
                 attrs["batch_size"] = batch_size
 
         observables, stats = out
@@ -292,40 +292,6 @@ def _run_checkpointed(point, problem, key, meter, ts, every, store):
     return observed, stats
 
 
-def _solve_batch(point, problem, values, key_data, start, stop, size, sharding):
-    """Points start..stop−1 of a sweep, padded with the last point to `size` so that every batch reuses one
-    compiled program."""
-    index = np.minimum(np.arange(start, start + size), len(key_data) - 1)
-    batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
-    keys = jax.random.wrap_key_data(jnp.asarray(key_data[index]))
-    if sharding is not None:
-        batch, keys = jax.device_put((batch, keys), sharding)
-    out = jax.device_get(_run_batch(point, problem, batch, keys, diffrax.NoProgressMeter()))
-    return jax.tree.map(lambda a: a[: stop - start], out)
-
-
-def _to_numpy(tree):
-    return jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x, tree)
-
-
-def _remote_batch(point, problem, values, key_data, start, stop, size, directory, study_fingerprint, x64):
-    """A Dask task: run one batch in a worker process and write it to the study's directory; returns the path."""
-    jax.config.update("jax_enable_x64", x64)  # before any array is made, as in the driver
-    point, problem = jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, (point, problem))
-    store = ChunkStore(directory, study_fingerprint)
-    if not store.path(start, stop).exists():
-        store.save(start, stop, _solve_batch(point, problem, values, key_data, start, stop, size, None))
-    return str(store.path(start, stop))
-
-
-def _output_structure(point, ensemble, values, keys, size):
-    """The pytree structure (and dtypes) of one batch's output, without running it."""
-    index = np.zeros(size, dtype=int)
-    batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
-    shapes = eqx.filter_eval_shape(_run_batch, point, ensemble.problem, batch, keys[index], diffrax.NoProgressMeter())
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-
-
 def _initial_state(init, key, n, groups):
     sampled = init.sample(key, n, groups)
     return jnp.concatenate([jnp.asarray(sampled[g]).reshape(n, size) for g, size in groups.items()], axis=1).reshape(-1)
@@ -368,75 +334,7 @@ def _solve_point(point: _Point, problem, key, meter, restart=None):
     return point(problem, key, meter, restart)
 
 
-def _solve_values(point: _Point, base, values: dict, key, meter):
-    if "algorithm.dt" in values:
-        point = eqx.tree_at(lambda p: p.integrate.keywords["dt"], point, values["algorithm.dt"])
-    problem_values = {k: v for k, v in values.items() if not is_solver_parameter(k)}
-    observed, stats, _ = point(mfpde.remake(base, **problem_values), key, meter)
-    return observed, stats
-
-
 _run = eqx.filter_jit(_solve_point)
-# One compiled program for a batch of points: vmap over swept values and keys, in lock step (see `_run_ensemble`).
-_run_batch = eqx.filter_jit(eqx.filter_vmap(_solve_values, in_axes=(None, None, 0, 0, None)))
-
-
-def _run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client=None):
-    """Run every point of the sweep, `batch_size` at a time through one compiled vmapped program.
-
-    Under vmap the adaptive loop runs in lock step: each point keeps its own step size and error control (results
-    equal those of single solves), but a batch costs as many iterations as its slowest point needs; points that
-    finish early idle. Group points of similar stiffness, or lower `batch_size`, when they differ a lot.
-
-    With a `store`, each finished batch is written to its own file at once, and batches already there are read
-    instead of run, so an interrupted study resumes where it stopped. With a Dask `client`, each missing batch is a
-    task: a worker runs it, writes its file into the store and returns the path.
-    """
-    points = ensemble.points()
-    values = {name: np.asarray([p[name] for p in points]) for name in ensemble.sweep if name != "seed"}
-    keys = jnp.stack([jax.random.key(int(p["seed"])) if "seed" in p else key for p in points])
-    key_data = np.asarray(jax.random.key_data(keys))
-    size = min(batch_size, len(points))
-    sharding = None
-    if len(devices) > 1 and size % len(devices) == 0:
-        sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("points",)), jax.sharding.PartitionSpec("points"))
-    batches = [(start, min(start + size, len(points))) for start in range(0, len(points), size)]
-    missing = [b for b in batches if store is None or not store.path(*b).exists()]
-    progress = None
-    if not isinstance(progress_meter, diffrax.NoProgressMeter):
-        import tqdm
-
-        progress = tqdm.tqdm(total=len(batches), initial=len(batches) - len(missing), unit="batch", desc=f"{len(points)} points")
-    outs = {}
-    if client is not None:
-        import distributed
-
-        shipped = _to_numpy((point, ensemble.problem))
-        futures = [
-            client.submit(_remote_batch, *shipped, values, key_data, start, stop, size, str(store.directory),
-                          store.fingerprint, point.dtype == jnp.float64, pure=False)
-            for start, stop in missing
-        ]
-        for _ in distributed.as_completed(futures):
-            progress is not None and progress.update()
-        client.gather(futures)  # re-raises a worker's error
-    else:
-        for start, stop in missing:
-            outs[start, stop] = _solve_batch(point, ensemble.problem, values, key_data, start, stop, size, sharding)
-            if store is not None:
-                store.save(start, stop, outs[start, stop])
-            progress is not None and progress.update()
-    if progress is not None:
-        progress.close()
-    like = next(iter(outs.values()), None)
-    for batch in batches:
-        if batch not in outs:
-            like = _output_structure(point, ensemble, values, keys, size) if like is None else like
-            outs[batch] = store.load(*batch, like)
-    outs = [outs[batch] for batch in batches]
-    return jax.tree.map(lambda *a: np.concatenate(a), *outs)
-
-
 class _System(eqx.Module):
     """The particle system: flow, data and masses, with the state flattened to a vector of N·p entries."""
 

@@ -4,7 +4,7 @@ import pytest
 import xarray as xr
 
 import mfpde
-import solvers.particles
+import solvers._batches
 from solvers import Particles
 
 
@@ -41,9 +41,9 @@ def test_noisy_sweep_over_temperature_and_seed_equals_single_solves():
 
 
 def test_sixty_four_points_trace_once(monkeypatch):
-    counted = eqx.filter_jit(eqx.filter_vmap(eqx.debug.assert_max_traces(solvers.particles._solve_values, max_traces=1),
+    counted = eqx.filter_jit(eqx.filter_vmap(eqx.debug.assert_max_traces(solvers._batches.solve_values, max_traces=1),
                                              in_axes=(None, None, 0, 0, None)))
-    monkeypatch.setattr(solvers.particles, "_run_batch", counted)
+    monkeypatch.setattr(solvers._batches, "run_batch", counted)
     study = mfpde.EnsembleProblem(_problem(0.01), sweep={"temperature": np.linspace(0.0, 0.1, 16), "seed": range(4)})
     sol = mfpde.solve(study, Particles(n=8, method="scan", dt=0.1), saveat=[1.0, 2.0], batch_size=16)
     assert sol.dataset.loss.shape == (16, 4, 2) and np.isfinite(sol.dataset.loss).all()

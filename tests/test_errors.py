@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import mfpde
+import solvers._batches
 import solvers.particles
 from solvers import Particles
 
@@ -14,7 +15,7 @@ def _no_integration(monkeypatch):
         raise AssertionError("the integration was reached")
 
     monkeypatch.setattr(solvers.particles, "_run", fail)
-    monkeypatch.setattr(solvers.particles, "_run_batch", fail)
+    monkeypatch.setattr(solvers._batches, "run_batch", fail)
 
 
 def _data():
