@@ -113,3 +113,33 @@ def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, device
             outs[batch] = store.load(*batch, like)
     outs = [outs[batch] for batch in batches]
     return jax.tree.map(lambda *a: np.concatenate(a), *outs)
+
+
+def sweep_variables(observables: dict, described: dict, ts, stats: dict, ensemble):
+    """Data variables `name → (dims, values, attrs)` of saved observables, with the sweep's dimensions in front for a
+    study, NaN at the times an early stop did not reach; the sweep coordinates; the statistics in the sweep's shape.
+
+    `observables` hold (time, ...) arrays for one problem, (point, time, ...) for a sweep; `described` maps each
+    name to its dims beyond time and its CF attributes.
+    """
+    shape, sweep_dims = (ensemble.shape, ensemble.dims) if ensemble is not None else ((), ())
+    result = np.asarray(stats["result"]).reshape(-1)
+    # Times an early stop did not reach are filled with inf by diffrax (and by the scan path).
+    risk = np.asarray(observables["risk"]).reshape(len(result), len(ts))
+    unreached = (result[:, None] != 0) & np.isposinf(risk)
+    variables = {}
+    for name, values in observables.items():
+        values = np.asarray(values)
+        values = values.reshape(len(result), len(ts), *values.shape[2 if ensemble is not None else 1 :])
+        if unreached.any() and np.issubdtype(values.dtype, np.floating):
+            values = np.where(unreached.reshape(*unreached.shape, *[1] * (values.ndim - 2)), np.nan, values)
+        dims, attrs = described[name]
+        variables[name] = ((*sweep_dims, "time", *dims), values.reshape(*shape, *values.shape[1:]), attrs)
+    coords = {}
+    if ensemble is not None:
+        for name, values in ensemble.sweep.items():
+            dim = sweep_dims[list(ensemble.sweep).index(name)] if ensemble.product else "point"
+            coords[name.replace(".", "_")] = ((dim,), values, {"long_name": f"swept parameter {name}"})
+        if not ensemble.product:
+            coords["point"] = (("point",), np.arange(ensemble.shape[0]), {"long_name": "sweep point index"})
+    return variables, coords, {k: np.asarray(v).reshape(shape) for k, v in stats.items()}

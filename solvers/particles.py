@@ -18,7 +18,7 @@ from mfpde._store import ChunkStore, fingerprint
 from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
-from ._batches import run_ensemble
+from ._batches import run_ensemble, sweep_variables
 from ._integrate import as_key, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
 from ._saveat import save_times
 
@@ -390,19 +390,7 @@ _DESCRIPTIONS = {
 
 def _dataset(problem, algorithm, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble):
     described = {**_DESCRIPTIONS, **flow.describe(data)}
-    shape, sweep_dims = (ensemble.shape, ensemble.dims) if ensemble is not None else ((), ())
-    result = np.asarray(stats["result"]).reshape(-1)
-    # Times an early stop did not reach are filled with inf by diffrax (and by the scan path): mark them NaN.
-    risk = np.asarray(observables["risk"]).reshape(len(result), len(ts))
-    unreached = (result[:, None] != 0) & np.isposinf(risk)
-    variables = {}
-    for name, values in observables.items():
-        values = np.asarray(values)  # (time, ...) for one problem, (point, time, ...) for a sweep
-        values = values.reshape(len(result), len(ts), *values.shape[2 if ensemble is not None else 1 :])
-        if unreached.any() and np.issubdtype(values.dtype, np.floating):
-            values = np.where(unreached.reshape(*unreached.shape, *[1] * (values.ndim - 2)), np.nan, values)
-        dims, var_attrs = described[name]
-        variables[name] = ((*sweep_dims, "time", *dims), values.reshape(*shape, *values.shape[1:]), var_attrs)
+    variables, sweep_coords, stats = sweep_variables(observables, described, ts, stats, ensemble)
     names = np.array(flow.coordinates(data), dtype=object)
     coords = {
         "time": (("time",), ts, {"long_name": "time", "units": "1",
@@ -416,13 +404,7 @@ def _dataset(problem, algorithm, flow, data, ts, observables, stats, timer, attr
     if data is not None and "prediction" in observables:
         coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
         coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
-    if ensemble is not None:
-        for name, values in ensemble.sweep.items():
-            dim = sweep_dims[list(ensemble.sweep).index(name)] if ensemble.product else "point"
-            coords[name.replace(".", "_")] = ((dim,), values, {"long_name": f"swept parameter {name}"})
-        if not ensemble.product:
-            coords["point"] = (("point",), np.arange(ensemble.shape[0]), {"long_name": "sweep point index"})
+    coords.update(sweep_coords)
     title = f"{type(flow).__name__} flow, {type(algorithm).__name__} ({'noisy' if noisy else 'deterministic'})"
-    stats = {k: np.asarray(v).reshape(shape) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs=attrs, title=title, stat_dims=sweep_dims)
+                        timing=timer, attrs=attrs, title=title, stat_dims=ensemble.dims if ensemble is not None else ())

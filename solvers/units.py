@@ -9,9 +9,12 @@ from jaxtyping import Array, Float
 
 import mfpde
 from mfpde._checks import as_float_array
+from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
+from mfpde._store import ChunkStore, fingerprint
 from mfpde._timing import Timer
 
+from ._batches import run_ensemble, sweep_variables
 from ._integrate import as_key, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
 from ._saveat import save_times
 
@@ -47,27 +50,35 @@ class Units(mfpde.AbstractAlgorithm):
             raise ValueError("`dt` of Units must be given and positive with method='scan'.")
 
     def solve(self, problem, *, saveat=None, key=0, solver=None, stepsize_controller=None, rtol=None, atol=None,
-              dt0=None, max_steps: int = 100_000, progress_meter=False, throw: bool = False) -> mfpde.Solution:
-        """Integrate `problem` (a `FlowProblem` with a layered flow and a layered initial measure such as
-        `measures.IIDLayers`). Options as for `solvers.Particles.solve` (no noise, no ensembles yet)."""
-        if not isinstance(problem, mfpde.FlowProblem) or not isinstance(problem.flow, mfpde.flows.AbstractLayeredFlow):
+              dt0=None, max_steps: int = 100_000, progress_meter=False, batch_size: int = 64, directory=None,
+              client=None, throw: bool = False) -> mfpde.Solution:
+        """Integrate `problem`: a `FlowProblem` with a layered flow and a layered initial measure such as
+        `measures.IIDLayers`, or an `EnsembleProblem` of one (e.g. a sweep of `rates`, the learning-rate ratios,
+        and seeds), whose points run batched through one compiled program. Options as for `Particles.solve`."""
+        ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
+        base = ensemble.problem if ensemble is not None else problem
+        if not isinstance(base, mfpde.FlowProblem) or not isinstance(base.flow, mfpde.flows.AbstractLayeredFlow):
             raise TypeError("`problem` of Units must be a FlowProblem with a layered flow, e.g. flows.Multilayer.")
-        if not hasattr(problem.init, "sample_layers"):
-            raise TypeError(f"`init` must be a layered measure such as measures.IIDLayers, got {type(problem.init).__name__}.")
+        if not hasattr(base.init, "sample_layers"):
+            raise TypeError(f"`init` must be a layered measure such as measures.IIDLayers, got {type(base.init).__name__}.")
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
-        flow, data = problem.flow, problem.data
+        if ensemble is not None:
+            for name in ensemble.sweep:
+                if name.startswith("algorithm.") and not (name == "algorithm.dt" and self.method == "scan"):
+                    raise ValueError(f"sweep `{name}`: Units can sweep `algorithm.dt` (method='scan') only.")
+        flow, data = base.flow, base.data
         shapes = flow.shapes(self.widths, data)
-        ts = save_times(saveat, problem.tspan)
+        ts = save_times(saveat, base.tspan)
         key, seed = as_key(key)
-        state0 = problem.init.sample_layers(jax.random.split(key)[0], shapes)
+        state0 = base.init.sample_layers(jax.random.split(key)[0], shapes)
         y0 = jnp.concatenate([state0[name].reshape(-1) for name in shapes])
         dtype = y0.dtype
-        system = _LayeredSystem(flow, data, tuple(shapes.items()))
-        rtol = jnp.asarray(1e-6 if rtol is None else rtol, dtype) if dtype == jnp.float64 else jnp.asarray(1e-4 if rtol is None else rtol, dtype)
+        default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
+        rtol = jnp.asarray(default_rtol if rtol is None else rtol, dtype)
         atol = jnp.asarray(rtol * 1e-2 if atol is None else atol, dtype)
         meter = diffrax.TqdmProgressMeter() if progress_meter is True else (progress_meter or diffrax.NoProgressMeter())
-        span = tuple(jnp.asarray(t, dtype) for t in problem.tspan)
+        span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
         attrs = {"seed": seed, "method": self.method}
         with Timer() as timer:
             if self.method == "scan":
@@ -77,6 +88,7 @@ class Units(mfpde.AbstractAlgorithm):
             else:
                 stiff = None
                 if solver is None:
+                    system = _LayeredSystem(flow, data, tuple(shapes.items()))
                     lam = float(spectral_radius(system, y0, span[0]))
                     stiff = lam * float(span[1] - span[0]) / 3.5 > self.stiff_steps
                     attrs["jacobian_spectral_radius"] = lam
@@ -90,9 +102,36 @@ class Units(mfpde.AbstractAlgorithm):
                 )
                 attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
                              atol=atol, max_steps=max_steps, stiff_detected=stiff)
-            observed, stats, _ = jax.device_get(_run(system, y0, span, key, meter, integrate))
-        dataset = _dataset(problem, self, shapes, ts, observed, stats, timer, attrs)
+            point = _UnitsPoint(integrate, tuple(shapes.items()), dtype)
+            if ensemble is None:
+                observed, stats, _ = jax.device_get(_run(point, base, key, meter))
+            else:
+                if client is not None and directory is None:
+                    raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
+                store = None
+                if directory is not None:
+                    study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
+                             attrs, base.data, ensemble.sweep, ensemble.product, ts, key, batch_size)
+                    store = ChunkStore(directory, fingerprint(*study))
+                observed, stats = run_ensemble(point, ensemble, key, batch_size, meter, store, jax.devices(), client)
+                attrs["batch_size"] = batch_size
+        dataset = _dataset(base, self, shapes, ts, observed, stats, timer, attrs, ensemble)
         return warn_or_raise(mfpde.Solution(dataset), throw)
+
+
+class _UnitsPoint(eqx.Module):
+    """Solves one layered problem from its key: samples the weights, then integrates. Pure, so it vmaps."""
+
+    integrate: jax.tree_util.Partial
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True)
+    dtype: np.dtype = eqx.field(static=True)
+
+    def __call__(self, problem, key, meter, restart=None):
+        init_key, noise_key = jax.random.split(key)
+        state0 = problem.init.sample_layers(init_key, dict(self.shapes))
+        y0 = jnp.concatenate([state0[name].reshape(-1) for name, _ in self.shapes]).astype(self.dtype)
+        span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
+        return self.integrate(_LayeredSystem(problem.flow, problem.data, self.shapes), y0, span[0], span, noise_key, meter)
 
 
 class _LayeredSystem(eqx.Module):
@@ -123,11 +162,11 @@ class _LayeredSystem(eqx.Module):
 
 
 @eqx.filter_jit
-def _run(system, y0, span, key, meter, integrate):
-    return integrate(system, y0, span[0], span, jax.random.split(key)[1], meter)
+def _run(point, problem, key, meter):
+    return point(problem, key, meter)
 
 
-def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs):
+def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs, ensemble):
     flow, data = problem.flow, problem.data
     described = flow.describe(data)
     names = list(shapes)
@@ -135,24 +174,16 @@ def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs):
     for i, name in enumerate(names):
         dims = (unit_dims[1], unit_dims[0]) if i == 0 else (unit_dims[i], unit_dims[i + 1])
         described[name] = (dims, {"long_name": f"weights of layer {i + 1}", "units": "1"})
-    unreached = (int(stats["result"]) != 0) & np.isposinf(np.asarray(observed["risk"]))
-    variables = {}
-    for name, values in observed.items():
-        values = np.asarray(values)
-        if unreached.any():
-            values = np.where(unreached.reshape(-1, *[1] * (values.ndim - 1)), np.nan, values)
-        dims, var_attrs = described[name]
-        variables[name] = (("time", *dims), values, var_attrs)
+    variables, coords, stats = sweep_variables(observed, described, ts, stats, ensemble)
     sizes = {"input": data.d, "input2": data.d, "output": data.k, "sample": data.n, "layer": len(names) - 1}
     sizes.update({f"unit_{i}": w for i, w in enumerate(algorithm.widths, start=1)})
     used = {d for dims, _, _ in variables.values() for d in dims}
-    coords = {"time": (("time",), ts, {"long_name": "time", "units": "1",
-                                       "description": "mean-field time (each weight of layer ℓ moves at rate N_{ℓ−1}N_ℓ)"})}
+    coords["time"] = (("time",), ts, {"long_name": "time", "units": "1",
+                                      "description": "mean-field time (each weight of layer ℓ moves at rate N_{ℓ−1}N_ℓ)"})
     for dim, size in sizes.items():
         if dim in used:
             start = 1 if dim == "layer" else 0
             coords[dim] = ((dim,), np.arange(start, start + size), {"long_name": dim.replace("_", " ") + " index"})
     title = f"{type(flow).__name__} flow, {type(algorithm).__name__} (widths {list(algorithm.widths)})"
-    stats = {k: int(v) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs=attrs, title=title)
+                        timing=timer, attrs=attrs, title=title, stat_dims=ensemble.dims if ensemble is not None else ())

@@ -119,3 +119,15 @@ def test_iid_zero_mean_depth_four_is_degenerate_and_stationary_in_the_limit():
     for layer in range(2):
         assert np.polyfit(np.log(widths), np.log(spread[:, layer]), 1)[0] < -0.6, spread
     assert motion[-1] < motion[0] / 4, motion
+
+
+def test_batched_sweep_equals_single_solves():
+    flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"), l2=0.0)
+    prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 0.5, 0.5)), (0.0, 1.0))
+    study = mfpde.EnsembleProblem(prob, {"l2": [0.0, 0.1], "seed": [0, 1, 2]})
+    ds = mfpde.solve(study, Units(widths=(6, 6)), saveat=[1.0], batch_size=4).dataset
+    assert ds.loss.dims == ("l2", "seed", "time") and ds.num_steps.dims == ("l2", "seed")
+    for l2 in (0.0, 0.1):
+        for seed in range(3):
+            single = mfpde.solve(mfpde.remake(prob, l2=l2), Units(widths=(6, 6)), saveat=[1.0], key=seed).dataset
+            np.testing.assert_allclose(ds.risk.sel(l2=l2, seed=seed), single.risk, rtol=1e-10)
