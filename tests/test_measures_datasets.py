@@ -53,7 +53,7 @@ def test_teacher_shapes_and_noise():
 def test_teacher_student_2d_labels():
     data = mfpde.datasets.teacher_student_2d(0, n=1000, noise=0.0, n_test=10)
     X, y = np.asarray(data.X), np.asarray(data.y[:, 0])
-    a = np.array(mfpde.datasets._teacher.TEACHER_2D_DIRECTIONS)
+    a = np.array(mfpde.datasets.TEACHER_2D_DIRECTIONS)
     np.testing.assert_allclose(y, np.mean(scipy.special.expit(X @ a.T), axis=1), rtol=1e-12)
     assert 80 < X.std() < 120
 
