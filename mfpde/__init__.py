@@ -9,7 +9,13 @@ from . import activations as activations, datasets as datasets, flows as flows, 
 from ._algorithm import AbstractAlgorithm as AbstractAlgorithm, solve as solve
 from ._dataset import Dataset as Dataset
 from ._ensemble import EnsembleProblem as EnsembleProblem
-from ._problem import AbstractProblem as AbstractProblem, FlowProblem as FlowProblem, remake as remake
+from ._problem import (
+    AbstractProblem as AbstractProblem,
+    FlowProblem as FlowProblem,
+    StationaryProblem as StationaryProblem,
+    remake as remake,
+)
+from ._repopulate import repopulate as repopulate
 from ._solution import IntegrationError as IntegrationError, Solution as Solution, load as load
 
 try:

@@ -51,6 +51,34 @@ class FlowProblem(AbstractProblem):
             raise ValueError(f"`tspan` must have t1 > t0, got ({float(t0)}, {float(t1)}).")
 
 
+class StationaryProblem(AbstractProblem):
+    """A stationary point of a measure dynamics: ρ with ∂_t ρ = 0 under `flow` on `data`.
+
+    For τ > 0 the self-consistent Gibbs state ρ = exp(−Φ[ρ]/τ)/Z (`solvers.GibbsFixedPoint`, on a grid); for τ = 0
+    a measure whose particles do not move, ∇_θ Φ[ρ] = 0 on its support (`solvers.ParticleStationary`).
+
+    **Arguments:**
+
+    - `flow`: an `mfpde.flows.AbstractFlow`.
+    - `data`: an `mfpde.Dataset` (None for data-free flows such as `flows.Potential`).
+    - `init`: the initial guess, an `mfpde.measures.AbstractMeasure` (the grid masses or particles the solver starts
+      its iteration from).
+    """
+
+    flow: AbstractFlow
+    data: Dataset | None
+    init: AbstractMeasure
+
+    def __check_init__(self):
+        if not isinstance(self.flow, AbstractFlow):
+            raise TypeError(f"`flow` must be an mfpde.flows flow on measures, got {type(self.flow).__name__}.")
+        if not isinstance(self.init, AbstractMeasure):
+            raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")
+        if self.data is not None and not isinstance(self.data, Dataset):
+            raise TypeError(f"`data` must be an mfpde.Dataset or None, got {type(self.data).__name__}.")
+        self.flow.check_data(self.data)
+
+
 def _fields(obj) -> list[str]:
     return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
 

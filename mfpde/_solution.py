@@ -65,7 +65,7 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
         "run_time_s": timing.run_time,
         **flatten_attrs(problem.flow, "flow"),
         **flatten_attrs(problem.init, "init"),
-        "tspan": [float(t) for t in problem.tspan],
+        **({"tspan": [float(t) for t in problem.tspan]} if hasattr(problem, "tspan") else {}),
         **flatten_attrs(algorithm, "algorithm"),
         **attrs,
     }
@@ -89,8 +89,9 @@ class Solution:
     `result` (a CF flag variable, diffrax's numbering) says why it stopped.
     """
 
-    def __init__(self, dataset: xr.Dataset):
+    def __init__(self, dataset: xr.Dataset, problem=None):
         self.dataset = dataset
+        self.problem = problem  # the solved problem, in memory only (not written to NetCDF)
 
     @property
     def result(self) -> int:
@@ -212,11 +213,11 @@ def load(path) -> Solution:
         return Solution(ds.load())
 
 
-def warn_or_raise(solution: Solution, throw: bool) -> Solution:
-    """Warn (or raise IntegrationError, with the partial solution attached) when the integration failed."""
+def warn_or_raise(solution: Solution, throw: bool, what: str = "integration") -> Solution:
+    """Warn (or raise IntegrationError, with the partial solution attached) when the `what` failed."""
     if solution.success:
         return solution
-    message = f"The integration stopped early: {solution.message}. The returned solution holds what was computed."
+    message = f"The {what} stopped early: {solution.message}. The returned solution holds what was computed."
     if throw:
         raise IntegrationError(message, solution)
     warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -3,3 +3,5 @@
 from .particles import Particles as Particles
 from .units import Units as Units
 from .grid import Grid as Grid
+from .gibbs import GibbsFixedPoint as GibbsFixedPoint
+from .particle_stationary import ParticleStationary as ParticleStationary

@@ -223,3 +223,4 @@ class SpectralRootFinder(optx.AbstractRootFinder):
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         return y, aux, {}
+

@@ -6,7 +6,9 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
+import optimistix as optx
 from jaxtyping import Array, Float
 
 import mfpde
@@ -15,7 +17,7 @@ from mfpde._solution import make_dataset, warn_or_raise
 from mfpde._timing import Timer
 
 from ._grid_init import check_masses, initial_masses
-from ._grid_ops import SpectralDiffusion, SpectralRootFinder, diffusion_rate, sg_rate
+from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
 from ._saveat import save_times
 
 _NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
@@ -67,24 +69,27 @@ class Grid(mfpde.AbstractAlgorithm):
       F = R + τ Σ_k m_k log(m_k/V), which the results report exactly;
     - it is second order in h where the density is smooth.
 
+    The time stepping keeps these to its tolerance: masses of order −atol can appear where the density is tiny.
+
     For τ = 0 the flux is its upwind limit, F_{k+½} = [max(−ΔΦ, 0) m_k − max(ΔΦ, 0) m_{k+1}]/h²: pure transport
     with velocity −∇Φ, first order in h, positivity preserving (no diffusion, so no stiffness either).
 
-    The default time integrator is diffrax's `KenCarp4` (an adaptive, L-stable 4th-order IMEX Runge–Kutta method)
-    with the diffusion τΔ_h as the implicit term and the rest of the Scharfetter–Gummel flux (B − 1 in place of B,
-    same conservative form) explicit. Its implicit stages are linear in the diffusion, which the discrete cosine
-    transform diagonalises (Fourier transform on periodic axes): `SpectralRootFinder` solves each stage exactly in
-    O(K log K), never forming a matrix. The split keeps both properties above: each part is a conservative flux
-    difference, and the explicit and implicit tableaux share their nodes and weights, so the Gibbs state (where the
-    two parts cancel exactly) is also a fixed point of every step. Measured on the 2D Ornstein–Uhlenbeck
-    Fokker–Planck problem (τ = 0.5, κ = 1, box [−5, 5]², to t = 2, L1 error ≤ 1e-3 against the exact Gaussian,
-    float64, CPU; see `benchmarks/grid_vs_pypde.py`):
+    The default time integrator, chosen from the initial state:
 
-    ==========================================  =========  ==========  ==========
-    integrator (rtol = 1e-6)                      128² s     256² s      512² s
-    ==========================================  =========  ==========  ==========
-    KenCarp4 + spectral stage solve (default)      TBD        TBD         TBD
-    ==========================================  =========  ==========  ==========
+    - τ > 0, diffusion-dominated (the default case): diffrax's `KenCarp4` (adaptive, L-stable, 4th-order IMEX
+      Runge–Kutta) with the diffusion τΔ_h implicit and the rest of the Scharfetter–Gummel flux (B − 1 in place of B,
+      same conservative form) explicit. Its implicit stages are linear in the diffusion, which the discrete cosine
+      transform diagonalises (Fourier transform on periodic axes): `SpectralRootFinder` solves each stage exactly in
+      O(K log K), never forming a matrix. Each part is a conservative flux difference and the two tableaux share
+      their nodes and weights, so mass stays exact and the Gibbs state is a fixed point of every step.
+    - τ > 0, drift-dominated: when the explicit part alone would need more than `stiff_steps` steps over the span for
+      stability (its transport rate |ΔΦ|/h² on faces with cell Péclet number |ΔΦ|/τ > 1, times the span), the whole
+      flux goes implicit: `Kvaerno5` with a Newton–GMRES stage solve (lineax), matrix-free.
+    - τ = 0 (pure upwind transport, no stiffness): `Heun`, with the step capped at 1/(largest outflow rate of a
+      cell), where each Euler stage and so their average keep the masses non-negative.
+
+    Timings against py-pde on the 2D Ornstein–Uhlenbeck problem are in `benchmarks/RESULTS.md`
+    (`benchmarks/grid_vs_pypde.py`).
 
     Any diffrax `solver` and `stepsize_controller` given to `solve` are used as given: an IMEX solver (KenCarp3/4/5,
     Sil3) gets the same explicit/implicit split, any other solver the whole right-hand side.
@@ -104,6 +109,7 @@ class Grid(mfpde.AbstractAlgorithm):
     - `chunk_size`: evaluate the data term of the energy in chunks of this many training points.
     - `save_density`: save the density at every save time (data variable `density`).
     - `max_outside`: the largest fraction of the initial mass allowed outside the box (default 1e-6).
+    - `stiff_steps`: the explicit step count above which the default integrator goes fully implicit (default 5000).
 
     The initial masses are the cell probabilities of `problem.init` (exact for Gaussian, Uniform and their Product;
     the histogram for explicit `measures.Particles`; density × cell volume otherwise), renormalised to one after the
@@ -118,9 +124,11 @@ class Grid(mfpde.AbstractAlgorithm):
     chunk_size: int | None = eqx.field(static=True)
     save_density: bool = eqx.field(static=True)
     max_outside: float = eqx.field(static=True)
+    stiff_steps: int = eqx.field(static=True)
 
     def __init__(self, bounds, cells, axes: Sequence[str] | None = None, periodic=None, fixed: Mapping | None = None,
-                 chunk_size: int | None = None, save_density: bool = True, max_outside: float = 1e-6):
+                 chunk_size: int | None = None, save_density: bool = True, max_outside: float = 1e-6,
+                 stiff_steps: int = 5_000):
         self.bounds = _bounds(bounds)
         dims = len(self.bounds)
         self.cells = _cells(cells, dims)
@@ -149,6 +157,9 @@ class Grid(mfpde.AbstractAlgorithm):
         if not 0 <= max_outside < 1:
             raise ValueError(f"`max_outside` of Grid must lie in [0, 1), got {max_outside!r}.")
         self.max_outside = float(max_outside)
+        if isinstance(stiff_steps, bool) or not isinstance(stiff_steps, (int, np.integer)) or stiff_steps < 1:
+            raise ValueError(f"`stiff_steps` of Grid must be a positive integer, got {stiff_steps!r}.")
+        self.stiff_steps = int(stiff_steps)
 
     @staticmethod
     def _periodic(value, dims, axes):
@@ -236,6 +247,23 @@ class Grid(mfpde.AbstractAlgorithm):
             )
         return tuple(axes), index, values
 
+    def discretise(self, problem, key=0):
+        """The grid form of `problem` (a `FlowProblem` or `StationaryProblem`): (gridded axis names, their indices
+        among the flow's coordinates, the nodes θ_k as a (K, p) array, the initial masses m_k (shape `cells`, summing
+        to one), the fraction of the initial mass outside the box, and how that fraction was found)."""
+        flow, data = problem.flow, problem.data
+        axes, index, fixed_values = self.layout(flow, data)
+        mesh = np.meshgrid(*self.nodes(), indexing="ij")
+        theta = np.tile(fixed_values, (int(np.prod(self.cells)), 1))
+        for a, i in enumerate(index):
+            theta[:, i] = mesh[a].reshape(-1)
+        if isinstance(key, (int, np.integer)):
+            key = jax.random.key(int(key))
+        masses, outside, how = initial_masses(problem.init, flow.groups(data), index, self.edges(), theta,
+                                              self.cell_volume, key)
+        m0 = check_masses(masses, outside, how, self.max_outside, self.bounds)
+        return axes, index, theta, m0, outside, how
+
     def solve(
         self,
         problem: mfpde.FlowProblem,
@@ -277,18 +305,9 @@ class Grid(mfpde.AbstractAlgorithm):
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         flow, data = problem.flow, problem.data
         ts = save_times(saveat, problem.tspan)
-        axes, index, fixed_values = self.layout(flow, data)
-        groups = flow.groups(data)
         dtype = jnp.zeros(()).dtype
+        axes, index, theta, m0, outside, how = self.discretise(problem, key)
         nodes = self.nodes()
-        mesh = np.meshgrid(*nodes, indexing="ij")
-        theta = np.tile(fixed_values, (int(np.prod(self.cells)), 1))
-        for a, i in enumerate(index):
-            theta[:, i] = mesh[a].reshape(-1)
-        if isinstance(key, (int, np.integer)):
-            key = jax.random.key(int(key))
-        masses, outside, how = initial_masses(problem.init, groups, index, self.edges(), theta, self.cell_volume, key)
-        m0 = check_masses(masses, outside, how, self.max_outside, self.bounds)
         n_cells = m0.size
         default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
         rtol_value = default_rtol if rtol is None else rtol
@@ -298,31 +317,90 @@ class Grid(mfpde.AbstractAlgorithm):
             progress_meter = diffrax.TqdmProgressMeter()
         elif progress_meter is False or progress_meter is None:
             progress_meter = diffrax.NoProgressMeter()
-        diffusion = SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype)
-        if solver is None:
-            solver = default_solver(diffusion)
-        if stepsize_controller is None:
-            stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
-        imex = is_imex(solver)
         system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
                              self.cell_volume, self.chunk_size, self.save_density, tuple(index))
-        attrs = {
-            "solver": type(solver).__name__, "stepsize_controller": repr(stepsize_controller), "rtol": rtol, "atol": atol,
-            "max_steps": max_steps, "imex_split": imex, "axes": list(axes), "cell_volume": self.cell_volume,
-            "initial_mass_outside": outside, "initial_mass_outside_method": how,
-        }
+        attrs = {}
         with Timer() as timer:
+            span = float(problem.tspan[1] - problem.tspan[0])
+            dtmax = None
+            if solver is None and not float(flow.temperature) > 0:
+                # Pure transport (upwind): Heun is a convex combination of Euler steps, which keep masses
+                # non-negative for dt ≤ 1/(largest outflow rate of a cell): that is the default's step cap.
+                solver = diffrax.Heun()
+                rate = float(_outflow_rate(system, jnp.asarray(m0, dtype)))
+                dtmax = 1.0 / rate if rate > 0 else None
+                attrs["transport_dtmax"] = dtmax
+            elif solver is None:
+                steps = float(_explicit_steps(system, jnp.asarray(m0, dtype))) * span
+                stiff = steps > self.stiff_steps
+                attrs.update(explicit_stability_steps=steps, stiff_detected=stiff)
+                solver = _implicit_solver() if stiff else default_solver(
+                    SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype))
+            if stepsize_controller is None:
+                stepsize_controller = diffrax.PIDController(
+                    rtol=rtol, atol=atol, dtmax=None if dtmax is None else jnp.asarray(dtmax, dtype))
+            imex = is_imex(solver)
+            attrs.update({
+                "solver": type(solver).__name__, "stepsize_controller": repr(stepsize_controller), "rtol": rtol,
+                "atol": atol, "max_steps": max_steps, "imex_split": imex, "axes": list(axes),
+                "cell_volume": self.cell_volume, "initial_mass_outside": outside, "initial_mass_outside_method": how,
+            })
             observed, stats = jax.device_get(_integrate(
                 system, jnp.asarray(m0, dtype), jnp.asarray(problem.tspan[0], dtype), jnp.asarray(ts, dtype), solver,
                 stepsize_controller, None if dt0 is None else jnp.asarray(dt0, dtype), progress_meter, max_steps, imex,
             ))
-        dataset = _dataset(problem, self, flow, data, axes, nodes, ts, observed, stats, timer, attrs)
-        return warn_or_raise(mfpde.Solution(dataset), throw)
+        dataset = _dataset(problem, self, self, flow, data, axes, nodes, ts, observed, stats, timer, attrs)
+        return warn_or_raise(mfpde.Solution(dataset, problem), throw)
 
 
 def default_solver(diffusion: SpectralDiffusion) -> diffrax.AbstractSolver:
     """KenCarp4 with the diffusion implicit, its stages solved exactly by `SpectralRootFinder`."""
     return diffrax.KenCarp4(root_finder=SpectralRootFinder(diffusion))
+
+
+def _implicit_solver() -> diffrax.AbstractSolver:
+    """Kvaerno5 with a matrix-free Newton–GMRES stage solve: for drift-dominated grids, where the explicit part of
+    the IMEX split would limit the step to the transport CFL h/|∇Φ|."""
+    newton = diffrax.with_stepsize_controller_tols(optx.Newton)(linear_solver=lx.GMRES(rtol=1e-6, atol=1e-12, restart=40))
+    return diffrax.Kvaerno5(root_finder=newton)
+
+
+@eqx.filter_jit
+def _explicit_steps(system, m):
+    """Steps per unit time the explicit part of the IMEX split needs for stability alone: its transport rate
+    |ΔΦ|/h² on the faces where drift beats diffusion (cell Péclet |ΔΦ|/τ > 1; every face when τ = 0)."""
+    phi = system.potential(m)
+    tau = system.tau.astype(m.dtype)
+    rate = jnp.zeros((), m.dtype)
+    for axis, (h, per) in enumerate(zip(system.spacing, system.periodic)):
+        p0, p1 = _next(phi, axis, per)
+        dphi = jnp.abs(p1 - p0)
+        rate = jnp.maximum(rate, jnp.max(jnp.where(dphi > tau, dphi, 0.0)) / (h * h))
+    return rate
+
+
+@eqx.filter_jit
+def _outflow_rate(system, m):
+    """The largest rate at which a cell loses mass under the upwind (τ = 0) flux: Σ over its faces of
+    max(±ΔΦ, 0)/h², the outflow through each."""
+    phi = system.potential(m)
+    total = jnp.zeros_like(m)
+    for axis, (h, per) in enumerate(zip(system.spacing, system.periodic)):
+        p0, p1 = _next(phi, axis, per)
+        forward, backward = jnp.maximum(p0 - p1, 0.0) / (h * h), jnp.maximum(p1 - p0, 0.0) / (h * h)
+        # forward leaves the lower cell of each face, backward the upper one
+        total = total + _face_to_cells(forward, backward, axis, per)
+    return jnp.max(total)
+
+
+def _face_to_cells(leaving_lower, leaving_upper, axis, periodic):
+    """Per cell, the sum of the face rates that take mass out of it."""
+    if periodic:
+        return leaving_lower + jnp.roll(leaving_upper, 1, axis=axis)
+    pad_lower = [(0, 0)] * leaving_lower.ndim
+    pad_upper = [(0, 0)] * leaving_lower.ndim
+    pad_lower[axis], pad_upper[axis] = (0, 1), (1, 0)
+    return jnp.pad(leaving_lower, pad_lower) + jnp.pad(leaving_upper, pad_upper)
 
 
 def is_imex(solver) -> bool:
@@ -423,33 +501,39 @@ _DESCRIPTIONS = {
 }
 
 
-def _dataset(problem, algorithm, flow, data, axes, nodes, ts, observed, stats, timer, attrs):
-    described = {**_DESCRIPTIONS, **flow.describe(data)}
+def _dataset(problem, algorithm, grid, flow, data, axes, nodes, ts, observed, stats, timer, attrs, title=None,
+             extra=None):
+    """The Solution dataset; `ts` None for a stationary state (no time dimension); `extra` describes further
+    variables of `observed`."""
+    described = {**_DESCRIPTIONS, **flow.describe(data), **(extra or {})}
     described["density"] = (axes, {"long_name": "density ρ = m_k / V of the measure over the gridded coordinates",
                                     "units": "1"})
     result = int(stats["result"])
-    unreached = result != 0 and np.isposinf(np.asarray(observed["risk"]))
+    time = () if ts is None else ("time",)
+    unreached = ts is not None and result != 0 and np.isposinf(np.asarray(observed["risk"]))
     variables = {}
     for name, values in observed.items():
         values = np.asarray(values)
         if np.any(unreached) and np.issubdtype(values.dtype, np.floating):
             values = np.where(unreached.reshape(-1, *[1] * (values.ndim - 1)), np.nan, values)
         dims, var_attrs = described[name]
-        variables[name] = (("time", *dims), values, var_attrs)
+        variables[name] = ((*time, *dims), values, var_attrs)
     names = np.array(axes, dtype=object)
-    coords = {
+    coords = {} if ts is None else {
         "time": (("time",), ts, {"long_name": "time", "units": "1",
                                  "description": "mean-field time: t = k·η/N after k gradient-descent steps of learning rate η"}),
+    }
+    coords |= {
         "param": (("param",), names, {"long_name": "gridded coordinate of θ"}),
         "param2": (("param2",), names, {"long_name": "gridded coordinate of θ"}),
     }
-    for name, values, (lo, hi), per in zip(axes, nodes, algorithm.bounds, algorithm.periodic):
+    for name, values, (lo, hi), per in zip(axes, nodes, grid.bounds, grid.periodic):
         coords[name] = ((name,), values, {"long_name": f"grid node (cell centre) of coordinate {name}", "units": "1",
                                           "bounds_low": lo, "bounds_high": hi, "periodic": int(per)})
     if data is not None and "prediction" in observed:
         coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
         coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
-    title = f"{type(flow).__name__} flow, Grid {'×'.join(map(str, algorithm.cells))}"
+    title = title or f"{type(flow).__name__} flow, Grid {'×'.join(map(str, grid.cells))}"
     stats = {k: np.asarray(v) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
                         timing=timer, attrs=attrs, title=title)

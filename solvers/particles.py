@@ -240,7 +240,7 @@ class Particles(mfpde.AbstractAlgorithm):
 
         observables, stats = out
         dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
-        return warn_or_raise(mfpde.Solution(dataset), throw)
+        return warn_or_raise(mfpde.Solution(dataset, problem), throw)
 
 
 def _solve_per_width(algorithm, ensemble, options):

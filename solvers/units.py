@@ -116,7 +116,7 @@ class Units(mfpde.AbstractAlgorithm):
                 observed, stats = run_ensemble(point, ensemble, key, batch_size, meter, store, jax.devices(), client)
                 attrs["batch_size"] = batch_size
         dataset = _dataset(base, self, shapes, ts, observed, stats, timer, attrs, ensemble)
-        return warn_or_raise(mfpde.Solution(dataset), throw)
+        return warn_or_raise(mfpde.Solution(dataset, problem), throw)
 
 
 class _UnitsPoint(eqx.Module):

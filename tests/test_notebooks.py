@@ -29,6 +29,18 @@ SMALL = {
         "sgd_steps = 40\n"
         "n_save = 9\n"
     ),
+    "feature_repopulation.ipynb": (
+        "FULL = False\n"
+        "d = 4\n"
+        "n = 128\n"
+        "N = 100\n"
+        "t1 = 5.0\n"
+        "N_digits = 40\n"
+        "t1_digits = 1.0\n"
+        "ms = [5, 10]\n"
+        "draws = 2\n"
+        "dt = 0.05\n"
+    ),
 }
 
 CELL_TIMEOUT = 300  # seconds per cell: a hanging cell fails the test instead of blocking the suite

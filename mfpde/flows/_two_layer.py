@@ -50,6 +50,13 @@ class TwoLayer(AbstractFlow):
     - `loss`: "squared" (½|f − y|²) or "logistic" (labels ±1).
 
     Coordinate groups: `u` (k), `w` (d), and `b` (1) when `bias`.
+
+    Neural feature repopulation (MATH.md 2) is this flow, not a separate one: its two-level model (features θ = (w, b)
+    carrying importances u(θ), regularisers on both, entropy on ρ) has exactly the energy above with
+    `train_output=True`, `l2_output` on u, `l2` on θ and `temperature` τ, so a second flow class would duplicate the
+    energy. The learned feature distribution ρ and importance u(θ) are the particles' `w`/`b` and `u` coordinates
+    (`theta` of a solution saved with `save_particles=True`); `mfpde.repopulate` draws features from them and refits
+    the output layer.
     """
 
     activation: str = eqx.field(static=True, default="tanh")

@@ -1,0 +1,149 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+
+import mfpde
+from mfpde._checks import is_concrete
+from mfpde._solution import make_dataset, warn_or_raise
+from mfpde._timing import Timer
+
+from .particles import _initial_state
+
+
+class ParticleStationary(mfpde.AbstractAlgorithm):
+    """A stationary point of a flow with τ = 0 on N particles of mass 1/N: positions θ_j where the mean-field
+    velocity v_j = −N ∂R/∂θ_j = −∇_θ Φ[ρ](θ_j) vanishes, found from particles drawn from `problem.init`.
+
+    What is solved depends on the optimistix solver passed to `solve`:
+
+    - a minimiser (the default, `optx.LBFGS`): minimise R over the trained coordinates; it finds local minima only,
+      never the saddles a root finder can land on. L-BFGS keeps O(N·p) memory at any width.
+    - a root finder or least-squares solver (e.g. `optx.Newton`, `optx.LevenbergMarquardt`): a root of the velocity
+      field itself, which also finds saddles and suits flows that are not gradient flows. Their Jacobians are dense
+      (N·p)² matrices: for small N.
+
+    Coordinates the flow keeps fixed (`flow.trainable`) stay at their initial values.
+
+    **Arguments:**
+
+    - `n`: the number of particles N.
+    - `chunk_size`: evaluate the data term in chunks of this many training points.
+    """
+
+    n: int = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 1:
+            raise ValueError(f"`n` of ParticleStationary must be a positive integer (particles), got {self.n!r}.")
+        if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
+            raise ValueError(f"`chunk_size` of ParticleStationary must be a positive integer, got {self.chunk_size!r}.")
+
+    def solve(self, problem: mfpde.StationaryProblem, *, solver=None, rtol: float | None = None,
+              atol: float | None = None, max_steps: int = 10_000, key=0, throw: bool = False) -> mfpde.Solution:
+        """Find a stationary point of `problem` from N particles of `problem.init`.
+
+        **Arguments:**
+
+        - `problem`: an `mfpde.StationaryProblem` whose flow has τ = 0.
+        - `solver`: an optimistix minimiser, root finder or least-squares solver, used as given (default
+          `optx.LBFGS(rtol, atol)`).
+        - `rtol`, `atol`: tolerances of the default solver (default 1e-8 in float64, 1e-5 in float32: L-BFGS
+          then reaches velocities of about 1e-9 on a two-layer flow, near the floor that rounding in R sets).
+        - `max_steps`: the iteration budget; reaching it returns the last iterate with result
+          `nonlinear_max_steps_reached`.
+        - `key`: an integer seed or PRNG key for the initial particles.
+        - `throw`: raise `mfpde.IntegrationError` (carrying the last iterate) instead of warning on failure.
+
+        **Returns:** an `mfpde.Solution` whose dataset holds the particles `theta` (particle, param) at the
+        stationary point and at the start (`theta_init`), their velocities, the energy R and the flow's observables
+        there, `velocity_max` = max_j |v_j| and `velocity_rms` (the gradient norm reached), `num_steps` and `result`.
+        """
+        if not isinstance(problem, mfpde.StationaryProblem):
+            raise TypeError(
+                f"`problem` of ParticleStationary must be an mfpde.StationaryProblem, got {type(problem).__name__}."
+            )
+        tau = problem.flow.temperature
+        if is_concrete(tau) and float(tau) != 0:
+            raise ValueError(
+                f"`temperature` must be 0 for particle stationary points, got {float(tau)}: with noise the particles "
+                f"never stop; find the Gibbs state with solvers.GibbsFixedPoint (on a grid) or run a long noisy flow."
+            )
+        if not isinstance(solver, (type(None), optx.AbstractMinimiser, optx.AbstractRootFinder,
+                                   optx.AbstractLeastSquaresSolver)):
+            raise TypeError(f"`solver` must be an optimistix minimiser, root finder or least-squares solver, got "
+                            f"{type(solver).__name__}.")
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        flow, data = problem.flow, problem.data
+        groups = flow.groups(data)
+        dtype = jnp.zeros(()).dtype
+        if solver is None:
+            tol = 1e-8 if dtype == jnp.float64 else 1e-5
+            solver = optx.LBFGS(rtol=rtol or tol, atol=atol or tol)
+        if isinstance(key, (int, np.integer)):
+            key = jax.random.key(int(key))
+        theta0 = _initial_state(problem.init, key, self.n, groups).reshape(self.n, -1).astype(dtype)
+        with Timer() as timer:
+            out = jax.device_get(_find(flow, data, theta0, solver, max_steps, self.chunk_size))
+        observed, stats = out
+        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer)
+        return warn_or_raise(mfpde.Solution(dataset, problem), throw, "stationary solve")
+
+
+@eqx.filter_jit
+def _find(flow, data, theta0, solver, max_steps, chunk_size):
+    n = theta0.shape[0]
+    masses = jnp.full((n,), 1.0 / n, theta0.dtype)
+    mask = jnp.asarray(flow.trainable(data))
+
+    def positions(y):
+        return jnp.where(mask, y, theta0)
+
+    def velocity(y):
+        return flow.velocity(0.0, positions(y), masses, data, chunk_size=chunk_size)
+
+    if isinstance(solver, optx.AbstractMinimiser):
+        sol = optx.minimise(lambda y, _: flow.energy(positions(y), masses, data, chunk_size=chunk_size), solver,
+                            theta0, max_steps=max_steps, throw=False)
+    else:
+        # Fixed coordinates get the residual y − θ₀, which keeps the Jacobian non-singular.
+        sol = optx.root_find(lambda y, _: jnp.where(mask, velocity(y), y - theta0), solver, theta0,
+                             max_steps=max_steps, throw=False)
+    theta = positions(sol.value)
+    v = velocity(theta)
+    speed = jnp.linalg.norm(v, axis=1)
+    observed = dict(flow.observables(theta, masses, data, chunk_size=chunk_size))
+    observed.update(theta=theta, theta_init=theta0, velocity=v, energy=flow.energy(theta, masses, data, chunk_size=chunk_size),
+                    velocity_max=jnp.max(speed), velocity_rms=jnp.sqrt(jnp.mean(speed**2)))
+    return observed, {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
+
+
+_DESCRIPTIONS = {
+    "theta": (("particle", "param"), {"long_name": "particle positions at the stationary point", "units": "1"}),
+    "theta_init": (("particle", "param"), {"long_name": "initial particle positions", "units": "1"}),
+    "velocity": (("particle", "param"), {"long_name": "mean-field velocity v_j = −N ∂R/∂θ_j at the stationary point",
+                                         "units": "1"}),
+    "energy": ((), {"long_name": "energy R(ρ) at the stationary point", "units": "1"}),
+    "velocity_max": ((), {"long_name": "max_j |v_j|: the velocity (gradient) norm reached", "units": "1"}),
+    "velocity_rms": ((), {"long_name": "root mean square of |v_j| over particles", "units": "1"}),
+}
+
+
+def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer):
+    described = {**_DESCRIPTIONS, **flow.describe(data)}
+    variables = {name: (described[name][0], np.asarray(values), described[name][1]) for name, values in observed.items()}
+    names = np.array(flow.coordinates(data), dtype=object)
+    coords = {
+        "particle": (("particle",), np.arange(algorithm.n), {"long_name": "particle index"}),
+        "param": (("param",), names, {"long_name": "coordinate of θ"}),
+    }
+    if data is not None and "prediction" in observed:
+        coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
+        coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
+    stats = {k: np.asarray(v) for k, v in stats.items()}
+    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
+                        timing=timer, attrs={"solver": type(solver).__name__},
+                        title=f"{type(flow).__name__} stationary point, {algorithm.n} particles")
