@@ -325,7 +325,7 @@ def main(argv=None):
         + "\n".join(verdicts) + "\n\n" + "\n".join(notes) + "\n\n"
         + ("Gibbs fixed point against integrating to steady state: a two-layer flow (tanh, u = 2 fixed, l2 = 0.5, "
            "τ = 0.1, 24 training points) with features w ∈ [−4, 4]² on the grid, where Φ depends on ρ. "
-           "`GibbsFixedPoint` (BFGS on the free energy, then Newton on the fixed-point residual) against `Grid` "
+           "`GibbsFixedPoint` (optimistix Newton on the fixed-point residual, GMRES beyond 2048 cells) against `Grid` "
            f"integrated to t = {args.t_steady:g} at its default rtol; L1 is the distance between their densities. "
            "Best of the repeated calls.\n\n"
            "| grid | Gibbs fixed point | integrate to steady state | ratio | L1 gap |\n|---|---:|---:|---:|---:|\n"

@@ -73,7 +73,7 @@ def test_nonlinear_gibbs_state_matches_the_long_time_grid_solution():
     flow, data, init, grid = _gridded_two_layer()
     dense = mfpde.solve(mfpde.StationaryProblem(flow, data, init), GibbsFixedPoint(grid)).dataset
     assert int(dense.result) == 0 and float(dense.residual) < 1e-10 and float(dense.flux_residual) < 1e-9
-    assert int(dense.num_steps) > 2  # Φ depends on ρ: Newton iterates
+    assert int(dense.num_steps) > 2 and dense.attrs["root_finder"] == "Newton"  # Φ depends on ρ: Newton iterates
     # Matrix-free: GMRES on Jacobian-vector products instead of the dense LU.
     krylov = mfpde.solve(mfpde.StationaryProblem(flow, data, init), GibbsFixedPoint(grid, dense_cells=0)).dataset
     np.testing.assert_allclose(krylov.density, dense.density, rtol=1e-8, atol=1e-12)
@@ -85,15 +85,29 @@ def test_nonlinear_gibbs_state_matches_the_long_time_grid_solution():
     # which also bounds the tiny negative masses the time stepping leaves).
     assert float(long_time.free_energy[0]) > float(dense.free_energy) + 0.01
     assert abs(float(long_time.free_energy[-1]) - float(dense.free_energy)) < 1e-6
-    # Self-consistency checked independently: m ∝ exp(−Φ[m]/τ) with Φ_k = (1/n) Σ_i (f_i − y_i) u tanh(w_k·x_i)
-    # + (l2/2)|w_k|² written out by hand.
+    _assert_self_consistent(m_gibbs, data, grid, 0.1)
+
+
+def _assert_self_consistent(masses, data, grid, tau):
+    """m ∝ exp(−Φ[m]/τ) with Φ_k = (1/n) Σ_i (f_i − y_i) u tanh(w_k·x_i) + (l2/2)|w_k|², written out by hand
+    (u = 2, l2 = 0.5)."""
     nodes = np.stack([a.reshape(-1) for a in np.meshgrid(*grid.nodes(), indexing="ij")], axis=1)
     X, y = np.asarray(data.X), np.asarray(data.y)[:, 0]
     features = np.tanh(X @ nodes.T)
-    f = features @ (2.0 * m_gibbs.reshape(-1))
+    f = features @ (2.0 * masses.reshape(-1))
     phi = 2.0 * (f - y) @ features / len(y) + 0.25 * np.sum(nodes**2, axis=1)
-    boltzmann = np.exp(-(phi - phi.min()) / 0.1)
-    np.testing.assert_allclose(m_gibbs.reshape(-1), boltzmann / boltzmann.sum(), rtol=1e-8, atol=1e-14)
+    boltzmann = np.exp(-(phi - phi.min()) / tau)
+    np.testing.assert_allclose(masses.reshape(-1), boltzmann / boltzmann.sum(), rtol=1e-8, atol=1e-14)
+
+
+@pytest.mark.parametrize("temperature", [0.03, 0.003])
+def test_small_temperatures_fall_back_to_a_trust_region(temperature):
+    # Φ[m] varies by hundreds of τ over the box: Newton from G(m₀) may diverge, and Dogleg then finds the root.
+    flow, data, init, grid = _gridded_two_layer(temperature)
+    ds = mfpde.solve(mfpde.StationaryProblem(flow, data, init), GibbsFixedPoint(grid)).dataset
+    assert int(ds.result) == 0 and ds.attrs["root_finder"] in ("Newton", "Newton, then Dogleg")
+    assert float(ds.residual) < 1e-12 and float(ds.flux_residual) < 1e-9
+    _assert_self_consistent(ds.density.values * grid.cell_volume, data, grid, temperature)
 
 
 def test_failed_gibbs_solve_returns_its_last_iterate():
