@@ -7,13 +7,17 @@ from ._problem import AbstractProblem, FlowProblem, remake
 
 
 def _values(name: str, values) -> np.ndarray:
-    array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"sweep `{name}` must be a non-empty 1-D sequence of values, got shape {array.shape}.")
+    """The values of one swept parameter, one per point along the first axis (rows for a vector parameter)."""
+    try:
+        array = np.asarray(list(values) if not isinstance(values, np.ndarray) else values)
+    except ValueError:
+        raise ValueError(f"sweep `{name}`: the values must all have the same shape.") from None
+    if array.ndim == 0 or array.size == 0:
+        raise ValueError(f"sweep `{name}` must be a non-empty sequence of values, got shape {array.shape}.")
     if not np.issubdtype(array.dtype, np.number):
         raise TypeError(f"sweep `{name}` must hold numbers, got dtype {array.dtype}.")
-    if name == "seed" and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"sweep `seed` must hold integers, got dtype {array.dtype}.")
+    if name == "seed" and (array.ndim != 1 or not np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"sweep `seed` must be a 1-D sequence of integers, got {array.dtype} of shape {array.shape}.")
     return array
 
 
@@ -23,7 +27,8 @@ class EnsembleProblem(AbstractProblem):
     **Arguments:**
 
     - `problem`: the base `FlowProblem`.
-    - `sweep`: parameter name → values. Names are those of `mfpde.remake` (`"temperature"`, `"l2"`, `"init.std"`,
+    - `sweep`: parameter name → values, one value per point (for a vector parameter such as the per-layer
+      learning-rate multipliers `"rates"` of `flows.Multilayer`, one row per point). Names are those of `mfpde.remake` (`"temperature"`, `"l2"`, `"init.std"`,
       `"flow.alpha"`, `"tspan"` excluded), `"seed"` (the PRNG seed of the initial particles and the noise), and
       `"algorithm.<field>"` for a field of the algorithm (checked by the algorithm: e.g. `Particles` batches
       `"algorithm.dt"` and runs one compiled program per width for `"algorithm.n"`).
@@ -46,9 +51,9 @@ class EnsembleProblem(AbstractProblem):
         sweep = {str(name): _values(name, values) for name, values in sweep.items()}
         if "tspan" in sweep:
             raise ValueError("`sweep` cannot change `tspan`: the points share their save times.")
-        if not product and len({v.size for v in sweep.values()}) > 1:
+        if not product and len({len(v) for v in sweep.values()}) > 1:
             raise ValueError(f"`sweep` values must have equal lengths when zipped (product=False), got "
-                             f"{ {k: v.size for k, v in sweep.items()} }.")
+                             f"{ {k: len(v) for k, v in sweep.items()} }.")
         self.problem, self.sweep, self.product = problem, sweep, bool(product)
         for point in self.points():
             self.point_problem(point)
@@ -56,7 +61,7 @@ class EnsembleProblem(AbstractProblem):
     @property
     def shape(self) -> tuple[int, ...]:
         """The shape of the result's sweep dimensions."""
-        return tuple(v.size for v in self.sweep.values()) if self.product else (next(iter(self.sweep.values())).size,)
+        return tuple(len(v) for v in self.sweep.values()) if self.product else (len(next(iter(self.sweep.values()))),)
 
     @property
     def dims(self) -> tuple[str, ...]:

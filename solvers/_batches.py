@@ -139,7 +139,15 @@ def sweep_variables(observables: dict, described: dict, ts, stats: dict, ensembl
     if ensemble is not None:
         for name, values in ensemble.sweep.items():
             dim = sweep_dims[list(ensemble.sweep).index(name)] if ensemble.product else "point"
-            coords[name.replace(".", "_")] = ((dim,), values, {"long_name": f"swept parameter {name}"})
+            label = name.replace(".", "_")
+            if values.ndim == 1:
+                coords[label] = ((dim,), values, {"long_name": f"swept parameter {name}"})
+                continue
+            # A vector parameter: an index along its sweep dimension, the vectors beside it.
+            if ensemble.product:
+                coords[label] = ((dim,), np.arange(len(values)), {"long_name": f"index of the swept {name}"})
+            entries = tuple(f"{label}_entry" + (str(i) if values.ndim > 2 else "") for i in range(values.ndim - 1))
+            coords[f"{label}_value"] = ((dim, *entries), values, {"long_name": f"swept parameter {name}"})
         if not ensemble.product:
             coords["point"] = (("point",), np.arange(ensemble.shape[0]), {"long_name": "sweep point index"})
     return variables, coords, {k: np.asarray(v).reshape(shape) for k, v in stats.items()}

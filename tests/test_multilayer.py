@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import xarray as xr
 
 import mfpde
 from solvers import Units
@@ -119,6 +120,27 @@ def test_iid_zero_mean_depth_four_is_degenerate_and_stationary_in_the_limit():
     for layer in range(2):
         assert np.polyfit(np.log(widths), np.log(spread[:, layer]), 1)[0] < -0.6, spread
     assert motion[-1] < motion[0] / 4, motion
+
+
+def test_sweep_over_learning_rate_ratios(tmp_path):
+    # A vector parameter: one row of per-layer multipliers ξ_ℓ per point (the middle layer slowed, then frozen).
+    flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"), rates=(1.0, 1.0, 1.0))
+    prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 0.5, 0.5)), (0.0, 1.0))
+    rates = np.array([[1.0, 1.0, 1.0], [1.0, 0.5, 1.0], [1.0, 0.0, 1.0]])
+    study = mfpde.EnsembleProblem(prob, {"rates": rates, "seed": [0, 1]})
+    ds = mfpde.solve(study, Units(widths=(6, 6)), saveat=[1.0], batch_size=4).dataset
+    assert ds.loss.dims == ("rates", "seed", "time") and ds.rates_value.dims == ("rates", "rates_entry")
+    np.testing.assert_array_equal(ds.rates_value, rates)
+    for i, row in enumerate(rates):
+        single = mfpde.solve(mfpde.remake(prob, rates=row), Units(widths=(6, 6)), saveat=[1.0], key=1).dataset
+        np.testing.assert_allclose(ds.risk.isel(rates=i).sel(seed=1), single.risk, rtol=1e-10)
+    assert float(ds.loss.isel(rates=0, time=-1).mean()) != float(ds.loss.isel(rates=2, time=-1).mean())
+    mfpde.Solution(ds).to_netcdf(tmp_path / "rates.nc")
+    xr.testing.assert_identical(mfpde.load(tmp_path / "rates.nc").dataset, ds)
+    with pytest.raises(ValueError, match="sweep `rates`: the values must all have the same shape"):
+        mfpde.EnsembleProblem(prob, {"rates": [[1.0, 1.0, 1.0], [1.0, 1.0]]})
+    with pytest.raises(ValueError, match="`rates` of Multilayer must have one entry per layer"):
+        mfpde.EnsembleProblem(prob, {"rates": [[1.0, 1.0], [1.0, 0.5]]})
 
 
 def test_batched_sweep_equals_single_solves():
