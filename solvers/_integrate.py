@@ -40,9 +40,11 @@ def spectral_radius(system, y0, t0, iterations: int = 8):
     return lam
 
 
-def implicit_solver():
-    # Matrix-free: a dense Jacobian of an N·p particle state does not fit in memory.
-    newton = diffrax.with_stepsize_controller_tols(optx.Newton)(linear_solver=lx.GMRES(rtol=1e-6, atol=1e-10, restart=40))
+def implicit_solver(gmres_atol: float = 1e-10):
+    """Kvaerno5 with a matrix-free Newton–GMRES stage solve: a dense Jacobian of a large particle state or grid does
+    not fit in memory."""
+    newton = diffrax.with_stepsize_controller_tols(optx.Newton)(
+        linear_solver=lx.GMRES(rtol=1e-6, atol=gmres_atol, restart=40))
     return diffrax.Kvaerno5(root_finder=newton)
 
 

@@ -2,7 +2,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
 import optimistix as optx
 
 import mfpde
@@ -33,8 +32,8 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
        products. For the two-layer flow ∂Φ/∂m has rank at most the number of training points, so GMRES converges in
        that many iterations.
     2. If Newton fails (it diverges when Φ[m] varies by many τ over the grid: small temperatures), `optx.Dogleg`, a
-       trust-region method on ½|r|² that cannot diverge, from the same start. Slower: its steps solve with the
-       Jacobian in full.
+       trust-region method on ½|r|² that cannot diverge, from the same start. Slower: it takes shorter steps while
+       far from the root.
 
     A root finder passed to `solve` is used alone, as given. (Newton on log-masses, or descent on the free energy
     F(softmax(z)) first, were tried and rejected: the log-masses of nearly empty cells are ill-determined, which
@@ -72,8 +71,8 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         - `throw`: raise `mfpde.IntegrationError` (carrying the last iterate) instead of warning on failure.
 
         **Returns:** an `mfpde.Solution` whose dataset has the density over the gridded axes (no time dimension),
-        the flow's observables, risk, entropy and free energy at the fixed point, `residual` (max_k |m_k − G(m)_k| at the last iterate),
-        `flux_residual` (the largest |ṁ_k| of the grid dynamics at the returned masses, relative to max m_k),
+        the flow's observables, risk, entropy and free energy at the fixed point, `residual` (max_k |m_k − G(m)_k|
+        at the last iterate), `flux_residual` (the largest |ṁ_k| of the grid dynamics at the returned masses, relative to max m_k),
         `num_steps` (of every root finder tried) and `result` (of the last).
         """
         if not isinstance(problem, mfpde.StationaryProblem):

@@ -6,9 +6,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
-import optimistix as optx
 from jaxtyping import Array, Float
 
 import mfpde
@@ -18,6 +16,7 @@ from mfpde._timing import Timer
 
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
+from ._integrate import implicit_solver
 from ._saveat import save_times
 
 _NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
@@ -334,7 +333,7 @@ class Grid(mfpde.AbstractAlgorithm):
                 steps = float(_explicit_steps(system, jnp.asarray(m0, dtype))) * span
                 stiff = steps > self.stiff_steps
                 attrs.update(explicit_stability_steps=steps, stiff_detected=stiff)
-                solver = _implicit_solver() if stiff else default_solver(
+                solver = implicit_solver(gmres_atol=1e-12) if stiff else default_solver(
                     SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype))
             if stepsize_controller is None:
                 stepsize_controller = diffrax.PIDController(
@@ -356,13 +355,6 @@ class Grid(mfpde.AbstractAlgorithm):
 def default_solver(diffusion: SpectralDiffusion) -> diffrax.AbstractSolver:
     """KenCarp4 with the diffusion implicit, its stages solved exactly by `SpectralRootFinder`."""
     return diffrax.KenCarp4(root_finder=SpectralRootFinder(diffusion))
-
-
-def _implicit_solver() -> diffrax.AbstractSolver:
-    """Kvaerno5 with a matrix-free Newton–GMRES stage solve: for drift-dominated grids, where the explicit part of
-    the IMEX split would limit the step to the transport CFL h/|∇Φ|."""
-    newton = diffrax.with_stepsize_controller_tols(optx.Newton)(linear_solver=lx.GMRES(rtol=1e-6, atol=1e-12, restart=40))
-    return diffrax.Kvaerno5(root_finder=newton)
 
 
 @eqx.filter_jit
