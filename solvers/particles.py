@@ -217,13 +217,16 @@ class Particles(mfpde.AbstractAlgorithm):
                 sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)), jax.sharding.PartitionSpec("particles"))
             attrs["devices"] = len(devices)
             point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples, sharding)
+            # Array-valued settings inside the solver and controller (e.g. a PIDController's rtol) are part of a
+            # stored run's identity too; their reprs show only shapes.
+            numerics = eqx.filter((solver, stepsize_controller), eqx.is_array)
             if ensemble is None and directory is None:
                 out = jax.device_get(_run(point, base, key, progress_meter))[:2]
             elif ensemble is None:
                 if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
                     raise ValueError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}.")
                 run = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                       attrs, base.data, base.init, ts, key, checkpoint_every)
+                       attrs, base.data, base.init, ts, key, checkpoint_every, numerics)
                 store = ChunkStore(directory, fingerprint(*run))
                 out = _run_checkpointed(point, base, key, progress_meter, jnp.asarray(ts, dtype), checkpoint_every, store)
                 attrs["checkpoint_every"] = checkpoint_every
@@ -233,7 +236,7 @@ class Particles(mfpde.AbstractAlgorithm):
                     raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
                 if directory is not None:
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                             attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size)
+                             attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size, numerics)
                     store = ChunkStore(directory, fingerprint(*study))
                 out = run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client)
                 attrs["batch_size"] = batch_size

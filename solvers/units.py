@@ -103,6 +103,9 @@ class Units(mfpde.AbstractAlgorithm):
                 attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
                              atol=atol, max_steps=max_steps, stiff_detected=stiff)
             point = _UnitsPoint(integrate, tuple(shapes.items()), dtype)
+            # Array-valued settings inside the solver and controller (e.g. a PIDController's rtol) are part of a
+            # stored run's identity too; their reprs show only shapes.
+            numerics = eqx.filter((solver, stepsize_controller), eqx.is_array)
             if ensemble is None:
                 observed, stats, _ = jax.device_get(_run(point, base, key, meter))
             else:
@@ -111,7 +114,7 @@ class Units(mfpde.AbstractAlgorithm):
                 store = None
                 if directory is not None:
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                             attrs, base.data, ensemble.sweep, ensemble.product, ts, key, batch_size)
+                             attrs, base.data, ensemble.sweep, ensemble.product, ts, key, batch_size, numerics)
                     store = ChunkStore(directory, fingerprint(*study))
                 observed, stats = run_ensemble(point, ensemble, key, batch_size, meter, store, jax.devices(), client)
                 attrs["batch_size"] = batch_size

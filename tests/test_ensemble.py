@@ -26,6 +26,25 @@ def test_deterministic_sweep_equals_single_solves():
             assert int(ds.num_steps.sel(l2=l2, alpha=alpha)) == int(single.num_steps)
 
 
+def test_stored_study_is_tied_to_array_settings_of_its_controller(tmp_path):
+    # A PIDController's array-valued tolerances show only as shapes in its repr; they must still tell two studies
+    # apart, so a changed controller never resumes from the other's batches.
+    import diffrax
+    import jax.numpy as jnp
+
+    study = mfpde.EnsembleProblem(_problem(), sweep={"l2": [0.0, 0.1]})
+
+    def run(rtol):
+        controller = diffrax.PIDController(rtol=jnp.asarray(rtol), atol=jnp.asarray(1e-8))
+        return mfpde.solve(study, Particles(n=8), saveat=[1.0], batch_size=1, directory=tmp_path,
+                           stepsize_controller=controller).dataset
+
+    first = run(1e-4)
+    xr.testing.assert_identical(run(1e-4).drop_attrs(), first.drop_attrs())  # same settings: resumed from disk
+    with pytest.raises(ValueError, match="different study"):
+        run(1e-7)
+
+
 def test_noisy_sweep_over_temperature_and_seed_equals_single_solves():
     prob = _problem(0.02)
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.02, 0.05], "seed": [0, 1, 2]})
