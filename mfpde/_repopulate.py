@@ -143,13 +143,13 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
     classify = k > 1 or flow.loss == "logistic"
     shape = (len(ms), len(hows), len(sources), draws)
     out = {name: np.full(shape, np.nan) for name in ("train_risk", "test_risk", "train_accuracy", "test_accuracy")}
+    weights = {(h, name): importance(flow, pool, data.X, k) if h == "importance" else jnp.ones(pool.shape[0], pool.dtype)
+               for h in hows for name, pool in pools.items()}
     for i, size in enumerate(ms):
         for j, h in enumerate(hows):
             for s, name in enumerate(sources):
                 keys = jax.random.split(jax.random.fold_in(key, (i * len(hows) + j) * len(sources) + s), draws)
-                pool = pools[name]
-                weights = importance(flow, pool, data.X, k) if h == "importance" else jnp.ones(pool.shape[0], pool.dtype)
-                scores = _draws(flow, data, pool, weights, keys, size, l2)
+                scores = _draws(flow, data, pools[name], weights[h, name], keys, size, l2)
                 for variable, values in jax.device_get(scores).items():
                     out[variable][i, j, s] = values
     dims = ("m", "how", "source", "draw")

@@ -48,8 +48,29 @@ def implicit_solver(gmres_atol: float = 1e-10):
     return diffrax.Kvaerno5(root_finder=newton)
 
 
+def as_progress_meter(value) -> diffrax.AbstractProgressMeter:
+    """A diffrax progress meter from `progress_meter=`: True for tqdm, False or None for none, or one as given."""
+    if value is True:
+        return diffrax.TqdmProgressMeter()
+    return diffrax.NoProgressMeter() if value is False or value is None else value
+
+
 def _nonfinite(t, y, args, **kwargs):
     return jnp.any(~jnp.isfinite(y))
+
+
+# Stops a solve at the first non-finite state, so that a blow-up keeps what was computed before it.
+NONFINITE_EVENT = diffrax.Event(_nonfinite)
+
+
+def solve_stats(sol: diffrax.Solution) -> dict:
+    """Step counts and result code of a diffrax solve; a stop by `NONFINITE_EVENT` is reported as `nonfinite`."""
+    return {
+        "num_steps": sol.stats["num_steps"],
+        "num_accepted_steps": sol.stats["num_accepted_steps"],
+        "num_rejected_steps": sol.stats["num_rejected_steps"],
+        "result": jnp.where(sol.result._value == _EVENT, _NONFINITE, sol.result._value),
+    }
 
 
 def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
@@ -70,19 +91,10 @@ def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controll
         terms, solver, t0, ts[-1], dt0, y0,
         saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
                                     diffrax.SubSaveAt(t1=True)]),
-        stepsize_controller=controller, event=diffrax.Event(_nonfinite), max_steps=max_steps, throw=False,
-        progress_meter=meter,
+        stepsize_controller=controller, event=NONFINITE_EVENT, max_steps=max_steps, throw=False, progress_meter=meter,
     )
-    result = sol.result._value
-    result = jnp.where(result == _EVENT, _NONFINITE, result)
-    stats = {
-        "num_steps": sol.stats["num_steps"],
-        "num_accepted_steps": sol.stats["num_accepted_steps"],
-        "num_rejected_steps": sol.stats["num_rejected_steps"],
-        "result": result,
-    }
     observed, final = sol.ys
-    return observed, stats, final[-1]
+    return observed, solve_stats(sol), final[-1]
 
 
 def integrate_scan(system, y0, t0, span, key, meter, *, ts, dt, noisy, save):

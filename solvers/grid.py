@@ -16,11 +16,8 @@ from mfpde._timing import Timer
 
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
-from ._integrate import implicit_solver
+from ._integrate import NONFINITE_EVENT, as_progress_meter, implicit_solver, solve_stats
 from ._saveat import save_times
-
-_NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
-_EVENT = diffrax.RESULTS._name_to_item["event_occurred"]._value
 
 
 def _bounds(value) -> tuple[tuple[float, float], ...]:
@@ -312,10 +309,7 @@ class Grid(mfpde.AbstractAlgorithm):
         rtol_value = default_rtol if rtol is None else rtol
         rtol = jnp.asarray(rtol_value, dtype)
         atol = jnp.asarray(rtol_value / n_cells if atol is None else atol, dtype)
-        if progress_meter is True:
-            progress_meter = diffrax.TqdmProgressMeter()
-        elif progress_meter is False or progress_meter is None:
-            progress_meter = diffrax.NoProgressMeter()
+        progress_meter = as_progress_meter(progress_meter)
         system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
                              self.cell_volume, self.chunk_size, self.save_density, tuple(index))
         attrs = {}
@@ -456,10 +450,6 @@ class _GridSystem(eqx.Module):
         return out
 
 
-def _nonfinite(t, y, args, **kwargs):
-    return jnp.any(~jnp.isfinite(y))
-
-
 @eqx.filter_jit
 def _integrate(system: _GridSystem, m0, t0, ts, solver, controller, dt0, meter, max_steps, imex):
     if imex:
@@ -469,18 +459,9 @@ def _integrate(system: _GridSystem, m0, t0, ts, solver, controller, dt0, meter, 
     sol = diffrax.diffeqsolve(
         terms, solver, t0, ts[-1], dt0, m0,
         saveat=diffrax.SaveAt(ts=ts, fn=system.observe),
-        stepsize_controller=controller, event=diffrax.Event(_nonfinite), max_steps=max_steps, throw=False,
-        progress_meter=meter,
+        stepsize_controller=controller, event=NONFINITE_EVENT, max_steps=max_steps, throw=False, progress_meter=meter,
     )
-    result = sol.result._value
-    result = jnp.where(result == _EVENT, _NONFINITE, result)
-    stats = {
-        "num_steps": sol.stats["num_steps"],
-        "num_accepted_steps": sol.stats["num_accepted_steps"],
-        "num_rejected_steps": sol.stats["num_rejected_steps"],
-        "result": result,
-    }
-    return sol.ys, stats
+    return sol.ys, solve_stats(sol)
 
 
 _DESCRIPTIONS = {

@@ -19,7 +19,7 @@ from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
 from ._batches import run_ensemble, sweep_variables
-from ._integrate import as_key, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
+from ._integrate import as_key, as_progress_meter, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
 from ._saveat import save_times
 
 _AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
@@ -170,10 +170,7 @@ class Particles(mfpde.AbstractAlgorithm):
             default_rtol, default_atol = (1e-6, 1e-8) if dtype == jnp.float64 else (1e-4, 1e-6)
         rtol = jnp.asarray(default_rtol if rtol is None else rtol, dtype)
         atol = jnp.asarray(default_atol if atol is None else atol, dtype)
-        if progress_meter is True:
-            progress_meter = diffrax.TqdmProgressMeter()
-        elif progress_meter is False or progress_meter is None:
-            progress_meter = diffrax.NoProgressMeter()
+        progress_meter = as_progress_meter(progress_meter)
         attrs = {"seed": seed, "chunk_size": chunk, "noisy": noisy, "method": self.method}
         masses = jnp.full((n,), 1.0 / n, dtype=dtype)
 

@@ -15,7 +15,7 @@ from mfpde._store import ChunkStore, fingerprint
 from mfpde._timing import Timer
 
 from ._batches import run_ensemble, sweep_variables
-from ._integrate import as_key, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
+from ._integrate import as_key, as_progress_meter, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
 from ._saveat import save_times
 
 
@@ -77,7 +77,7 @@ class Units(mfpde.AbstractAlgorithm):
         default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
         rtol = jnp.asarray(default_rtol if rtol is None else rtol, dtype)
         atol = jnp.asarray(rtol * 1e-2 if atol is None else atol, dtype)
-        meter = diffrax.TqdmProgressMeter() if progress_meter is True else (progress_meter or diffrax.NoProgressMeter())
+        meter = as_progress_meter(progress_meter)
         span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
         attrs = {"seed": seed, "method": self.method}
         with Timer() as timer:
