@@ -59,8 +59,6 @@ class Units(mfpde.AbstractAlgorithm):
         base = ensemble.problem if ensemble is not None else problem
         if not isinstance(base, mfpde.FlowProblem) or not isinstance(base.flow, mfpde.flows.AbstractLayeredFlow):
             raise TypeError("`problem` of Units must be a FlowProblem with a layered flow, e.g. flows.Multilayer.")
-        if not hasattr(base.init, "sample_layers"):
-            raise TypeError(f"`init` must be a layered measure such as measures.IIDLayers, got {type(base.init).__name__}.")
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         if ensemble is not None:
@@ -71,7 +69,7 @@ class Units(mfpde.AbstractAlgorithm):
         shapes = flow.shapes(self.widths, data)
         ts = save_times(saveat, base.tspan)
         key, seed = as_key(key)
-        state0 = base.init.sample_layers(jax.random.split(key)[0], shapes)
+        state0 = flow.initial_state(base.init, jax.random.split(key)[0], shapes, data)
         y0 = jnp.concatenate([state0[name].reshape(-1) for name in shapes])
         dtype = y0.dtype
         default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
@@ -131,7 +129,7 @@ class _UnitsPoint(eqx.Module):
 
     def __call__(self, problem, key, meter, restart=None):
         init_key, noise_key = jax.random.split(key)
-        state0 = problem.init.sample_layers(init_key, dict(self.shapes))
+        state0 = problem.flow.initial_state(problem.init, init_key, dict(self.shapes), problem.data)
         y0 = jnp.concatenate([state0[name].reshape(-1) for name, _ in self.shapes]).astype(self.dtype)
         span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
         return self.integrate(_LayeredSystem(problem.flow, problem.data, self.shapes), y0, span[0], span, noise_key, meter)
@@ -171,21 +169,15 @@ def _run(point, problem, key, meter):
 
 def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs, ensemble):
     flow, data = problem.flow, problem.data
-    described = flow.describe(data)
-    names = list(shapes)
-    unit_dims = ["input"] + [f"unit_{i}" for i in range(1, len(names))] + ["output"]
-    for i, name in enumerate(names):
-        dims = (unit_dims[1], unit_dims[0]) if i == 0 else (unit_dims[i], unit_dims[i + 1])
-        described[name] = (dims, {"long_name": f"weights of layer {i + 1}", "units": "1"})
+    described = flow.describe(data) | flow.describe_state(algorithm.widths, data)
     variables, coords, stats = sweep_variables(observed, described, ts, stats, ensemble)
-    sizes = {"input": data.d, "input2": data.d, "output": data.k, "sample": data.n, "layer": len(names) - 1}
-    sizes.update({f"unit_{i}": w for i, w in enumerate(algorithm.widths, start=1)})
+    sizes = flow.dimension_sizes(algorithm.widths, data)
     used = {d for dims, _, _ in variables.values() for d in dims}
     coords["time"] = (("time",), ts, {"long_name": "time", "units": "1",
                                       "description": "mean-field time (each weight of layer ℓ moves at rate N_{ℓ−1}N_ℓ)"})
     for dim, size in sizes.items():
         if dim in used:
-            start = 1 if dim == "layer" else 0
+            start = 1 if "layer" in dim else 0
             coords[dim] = ((dim,), np.arange(start, start + size), {"long_name": dim.replace("_", " ") + " index"})
     title = f"{type(flow).__name__} flow, {type(algorithm).__name__} (widths {list(algorithm.widths)})"
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,

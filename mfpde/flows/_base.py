@@ -100,3 +100,23 @@ class AbstractLayeredFlow(eqx.Module):
 
     def check_data(self, data) -> None:
         """Raise a ValueError naming `data` when this flow cannot use it."""
+
+    def initial_state(self, init, key, shapes: dict[str, tuple[int, ...]], data: Dataset) -> dict:
+        """The state at t = 0 drawn from the initial measure `init` (by default its `sample_layers`)."""
+        if not hasattr(init, "sample_layers"):
+            raise TypeError(f"`init` must be a layered measure such as measures.IIDLayers, got {type(init).__name__}.")
+        return init.sample_layers(key, shapes)
+
+    def describe_state(self, widths: tuple[int, ...], data: Dataset) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+        """Dims and CF attributes of the state's arrays (saved with `save_state`). By default the state is the weight
+        matrices: rows of the first and columns of the others are units (`unit_ℓ`), then `input` and `output`."""
+        names = list(self.shapes(widths, data))
+        dims = ["input"] + [f"unit_{i}" for i in range(1, len(names))] + ["output"]
+        return {name: ((dims[1], dims[0]) if i == 0 else (dims[i], dims[i + 1]), {"long_name": f"weights of layer {i + 1}", "units": "1"})
+                for i, name in enumerate(names)}
+
+    def dimension_sizes(self, widths: tuple[int, ...], data: Dataset) -> dict[str, int]:
+        """Sizes of the dims used by the observables and the state, beyond `time` (coordinates 0.., `layer` 1..)."""
+        sizes = {"input": data.d, "input2": data.d, "output": data.k, "sample": data.n, "layer": len(widths)}
+        sizes.update({f"unit_{i}": w for i, w in enumerate(widths, start=1)})
+        return sizes

@@ -1,0 +1,292 @@
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .. import activations, losses
+from .._checks import is_concrete
+from .._dataset import Dataset
+from ..measures._diverse import DiverseFeatures
+from ._base import AbstractLayeredFlow
+
+FORMS = ("weights", "features")
+
+
+class AbstractFeatureFlow(AbstractLayeredFlow):
+    """The neural feature flow (MATH.md 4) of a network with L = len(activations) hidden layers of widths m_ℓ, on
+    n training points. The *feature* of unit j of layer ℓ is its vector of pre-activations θ_{ℓ,j} ∈ R^n:
+
+        θ_{1,j}   = X w_{1,j}
+        θ_{ℓ+1,j} = s θ_{ℓ,j} + (1/m_ℓ) Σ_i w_{ℓ+1,ij} h_ℓ(θ_{ℓ,i})          ℓ = 1..L−1
+        f         = (1/m_L) Σ_i w_{L+1,i} h_L(θ_{L,i}) ∈ R^{n×k}
+
+    with s = 0 for a plain network and s = 1 for a Res-Net (`skip`). The objective is
+    J = E_i ℓ(f_i, y_i) + (λ/2) ‖w‖², with the mean-field norm ‖w‖² = Σ_ℓ ∫∫ |w_ℓ|² dp_{ℓ−1} dp_ℓ (a mean over units,
+    so weight decay is −λ w in every velocity). Backward signals, vectors in R^n:
+
+        δ_{L+1} = (1/n) ∂_f ℓ(f, y),   δ_L = (w_{L+1} δ_{L+1}) ⊙ h_L'(θ_L),
+        δ_ℓ     = s δ_{ℓ+1} + [(1/m_{ℓ+1}) Σ_j w_{ℓ+1,·j} δ_{ℓ+1,j}] ⊙ h_ℓ'(θ_ℓ),
+
+    and the weights move by ∂_t w_1 = −ξ_1 (X^T δ_1 + λ w_1), ∂_t w_{ℓ+1,ij} = −ξ_{ℓ+1} (⟨δ_{ℓ+1,j}, h(θ_{ℓ,i})⟩ + λ w),
+    ∂_t w_{L+1,i} = −ξ_{L+1} (h(θ_{L,i})^T δ_{L+1} + λ w): at finite widths, exactly gradient flow of J with each
+    weight of layer ℓ moving at rate m_{ℓ−1} m_ℓ ξ_ℓ (m_0 = m_{L+1} = 1). The features move with the chain rule,
+
+        ∂_t θ_1 = ∂_t w_1 X^T = −ξ_1 (X X^T δ_1 + λ θ_1),
+        ∂_t θ_{ℓ+1} = s ∂_t θ_ℓ + (1/m_ℓ) Σ_i [∂_t w_{ℓ+1,i·} h(θ_{ℓ,i}) + w_{ℓ+1,i·} h'(θ_{ℓ,i}) ⊙ ∂_t θ_{ℓ,i}],
+
+    whose data part is −K_ℓ δ_{ℓ+1} with K_ℓ = (1/m_ℓ) Σ_i h(θ_{ℓ,i}) h(θ_{ℓ,i})^T — the neural feature flow.
+
+    Two forms, which must agree (`form`):
+
+    - "weights": the state is the weights `w1`…`w{L+1}`; features come from a forward pass.
+    - "features": the state is the weights and the features `theta1`…`thetaL`, integrated together with the velocities
+      above. The features are then independent state and the consistency residual
+      max |θ_{ℓ+1} − s θ_ℓ − (1/m_ℓ) Σ_i w_{ℓ+1,i·} h(θ_{ℓ,i})| (`consistency_residual`) measures how well the
+      integration keeps them on the network's constraint.
+    """
+
+    activations: eqx.AbstractVar[tuple[str, ...]]
+    form: eqx.AbstractVar[str]
+    rates: eqx.AbstractVar[Float[Array, " L1"] | None]
+    l2: eqx.AbstractVar[Float[Array, ""]]
+    loss: eqx.AbstractVar[str]
+    skip: eqx.AbstractClassVar[bool]
+
+    def __check_init__(self):
+        owner = type(self).__name__
+        if len(self.activations) < 1:
+            raise ValueError(f"`activations` of {owner} needs one activation per hidden layer, got {self.activations}.")
+        for name in self.activations:
+            activations.get(name, "activations")
+        losses.get(self.loss)
+        if self.form not in FORMS:
+            raise ValueError(f"`form` of {owner} must be one of {FORMS}, got {self.form!r}.")
+        if self.rates is not None and self.rates.shape != (self.depth + 1,):
+            raise ValueError(f"`rates` of {owner} must have one entry per weight layer ({self.depth + 1}), "
+                             f"got shape {self.rates.shape}.")
+        if is_concrete(self.temperature) and float(self.temperature) != 0.0:
+            raise ValueError(f"`temperature` of {owner} must be 0: the feature flow is deterministic.")
+
+    @property
+    def depth(self) -> int:
+        """L, the number of hidden layers (L + 1 layers of weights)."""
+        return len(self.activations)
+
+    def check_data(self, data):
+        if not isinstance(data, Dataset):
+            raise TypeError(f"`data` of a {type(self).__name__} flow must be an mfpde.Dataset, got {type(data).__name__}.")
+
+    def _weight_names(self) -> list[str]:
+        return [f"w{ell}" for ell in range(1, self.depth + 2)]
+
+    def _feature_names(self) -> list[str]:
+        return [f"theta{ell}" for ell in range(1, self.depth + 1)]
+
+    def shapes(self, widths: tuple[int, ...], data: Dataset) -> dict[str, tuple[int, int]]:
+        """`w1` (m_1, d), `w{ℓ+1}` (m_ℓ, m_{ℓ+1}), `w{L+1}` (m_L, k); with form="features" also `thetaℓ` (m_ℓ, n)."""
+        owner = type(self).__name__
+        if len(widths) != self.depth:
+            raise ValueError(f"`widths` must give one width per hidden layer of {owner} ({self.depth}), got {widths}.")
+        if self.skip and len(set(widths)) > 1:
+            raise ValueError(f"`widths` of a {owner} must all be equal (units keep their index through the skip "
+                             f"connections), got {widths}.")
+        out = {"w1": (widths[0], data.d)}
+        for ell in range(1, self.depth):
+            out[f"w{ell + 1}"] = (widths[ell - 1], widths[ell])
+        out[f"w{self.depth + 1}"] = (widths[-1], data.k)
+        if self.form == "features":
+            out.update({name: (m, data.n) for name, m in zip(self._feature_names(), widths)})
+        return out
+
+    def _activation(self, ell: int):
+        return activations.get(self.activations[ell])
+
+    def _propagate(self, ell: int, theta, w):
+        """θ_{ℓ+1} = s θ_ℓ + (1/m_ℓ) w^T h_ℓ(θ_ℓ) (0-based `ell`)."""
+        out = w.T @ self._activation(ell)(theta) / theta.shape[0]
+        return theta + out if self.skip else out
+
+    def _output(self, theta, w):
+        """f = (1/m_L) Σ_i w_{L+1,i} h_L(θ_{L,i}), shape (n, k)."""
+        return self._activation(self.depth - 1)(theta).T @ w / theta.shape[0]
+
+    def forward(self, weights: list, X) -> tuple[list, Array]:
+        """Features θ_1..θ_L (each (m_ℓ, n_X)) and outputs f (n_X, k) of the network with `weights` at the rows of X."""
+        thetas = [weights[0] @ X.T]
+        for ell in range(self.depth - 1):
+            thetas.append(self._propagate(ell, thetas[-1], weights[ell + 1]))
+        return thetas, self._output(thetas[-1], weights[-1])
+
+    def _unpack(self, state: dict, data: Dataset) -> tuple[list, list]:
+        weights = [state[name] for name in self._weight_names()]
+        if self.form == "features":
+            return weights, [state[name] for name in self._feature_names()]
+        return weights, self.forward(weights, data.X)[0]
+
+    def regulariser(self, weights: list) -> Array:
+        """(λ/2) Σ_ℓ of the mean-field norm of w_ℓ: Σ |w|² divided by the number of units it connects."""
+        return self.l2 * sum(_mean_field_half_norm(w, ell, self.depth) for ell, w in enumerate(weights))
+
+    def _multipliers(self, weights: list) -> list:
+        """m_{ℓ−1} m_ℓ ξ_ℓ for the L + 1 weight layers."""
+        widths = [1, *(w.shape[0] for w in weights[1:]), 1]
+        xi = self.rates if self.rates is not None else jnp.ones(self.depth + 1)
+        return [widths[ell] * widths[ell + 1] * xi[ell] for ell in range(self.depth + 1)]
+
+    def _signals(self, thetas: list, weights: list, data: Dataset):
+        """Outputs f and the backward signals δ_{L+1} (n, k) and δ_1..δ_L (each (m_ℓ, n))."""
+        f = self._output(thetas[-1], weights[-1])
+        delta_out = jax.grad(lambda f: jnp.mean(losses.get(self.loss)(f, data.y)))(f)
+        deltas = [None] * self.depth
+        back = weights[-1] @ delta_out.T
+        for ell in reversed(range(self.depth)):
+            # h'(θ) ⊙ back, as the tangent of the element-wise activation.
+            deltas[ell] = jax.jvp(self._activation(ell), (thetas[ell],), (back,))[1]
+            if self.skip and ell < self.depth - 1:
+                deltas[ell] = deltas[ell] + deltas[ell + 1]
+            if ell > 0:
+                back = weights[ell] @ deltas[ell] / deltas[ell].shape[0]
+        return f, delta_out, deltas
+
+    def _velocities(self, thetas: list, weights: list, data: Dataset) -> tuple[list, list]:
+        """∂_t w_1..w_{L+1} and ∂_t θ_1..θ_L."""
+        _, delta_out, deltas = self._signals(thetas, weights, data)
+        hs = [self._activation(ell)(theta) for ell, theta in enumerate(thetas)]
+        data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
+        reg_grads = jax.grad(self.regulariser)(weights)
+        rates = self._multipliers(weights)
+        xi = self.rates if self.rates is not None else jnp.ones(self.depth + 1)
+        dw = [-(xi[ell] * g + rates[ell] * r) for ell, (g, r) in enumerate(zip(data_grads, reg_grads))]
+        dtheta = [dw[0] @ data.X.T]
+        for ell in range(self.depth - 1):
+            h, hdot = jax.jvp(self._activation(ell), (thetas[ell],), (dtheta[ell],))
+            step = (dw[ell + 1].T @ h + weights[ell + 1].T @ hdot) / h.shape[0]
+            dtheta.append(dtheta[ell] + step if self.skip else step)
+        return dw, dtheta
+
+    def energy(self, state: dict, data: Dataset):
+        """J = E_i ℓ(f_i, y_i) + (λ/2) ‖w‖², with f from the state's last-layer features in form "features"."""
+        weights, thetas = self._unpack(state, data)
+        f = self._output(thetas[-1], weights[-1])
+        return jnp.mean(losses.get(self.loss)(f, data.y)) + self.regulariser(weights)
+
+    def velocity(self, t, state: dict, data: Dataset) -> dict:
+        weights, thetas = self._unpack(state, data)
+        dw, dtheta = self._velocities(thetas, weights, data)
+        out = dict(zip(self._weight_names(), dw))
+        if self.form == "features":
+            out.update(zip(self._feature_names(), dtheta))
+        return out
+
+    def consistency(self, state: dict, data: Dataset) -> Array:
+        """max |θ_ℓ − (s θ_{ℓ−1} + (1/m) Σ w_ℓ h(θ_{ℓ−1}))| per layer ℓ = 1..L (θ_0 ≡ X, first layer θ_1 − X w_1)."""
+        weights, thetas = self._unpack(state, data)
+        implied = [weights[0] @ data.X.T] + [self._propagate(ell, thetas[ell], weights[ell + 1]) for ell in range(self.depth - 1)]
+        return jnp.stack([jnp.max(jnp.abs(theta - ref)) for theta, ref in zip(thetas, implied)])
+
+    def initial_state(self, init, key, shapes: dict, data: Dataset) -> dict:
+        """Weights from `init` — `measures.DiverseFeatures` (minimum-norm, diverse features) or a layered measure
+        such as `measures.IIDLayers` — and, in form "features", the features by a forward pass."""
+        names = self._weight_names()
+        if isinstance(init, DiverseFeatures):
+            weights = self._minimum_norm_weights(init, key, [shapes[name] for name in names], data)
+        else:
+            sampled = super().initial_state(init, key, {name: shapes[name] for name in names}, data)
+            weights = [sampled[name] for name in names]
+        state = dict(zip(names, weights))
+        if self.form == "features":
+            state.update(zip(self._feature_names(), self.forward(weights, data.X)[0]))
+        return state
+
+    def _minimum_norm_weights(self, init: DiverseFeatures, key, shapes: list, data: Dataset) -> list:
+        keys = jax.random.split(key, self.depth + 1)
+        dtype = data.X.dtype
+        first_std = 1.0 / np.sqrt(data.d) if init.first_std is None else init.first_std.astype(dtype)
+        weights = [first_std * jax.random.normal(keys[0], shapes[0], dtype)]
+        theta = weights[0] @ data.X.T
+        for ell in range(self.depth - 1):
+            m, n = theta.shape
+            if m < n:
+                raise ValueError(
+                    f"measures.DiverseFeatures needs m ≥ n: at least as many units as training points in every hidden "
+                    f"layer that feeds another, but layer {ell + 1} has m = {m} units for n = {n} training points. Use "
+                    f"wider layers, fewer points, or measures.IIDLayers.")
+            h = self._activation(ell)(theta)
+            gram = h.T @ h / m
+            eigenvalues, vectors = jnp.linalg.eigh(gram)
+            if is_concrete(eigenvalues):
+                condition = float(eigenvalues[-1] / eigenvalues[0]) if float(eigenvalues[0]) > 0 else np.inf
+                if condition > 1.0 / np.sqrt(np.finfo(dtype).eps):
+                    warnings.warn(
+                        f"K_{ell + 1}, the Gram matrix of layer {ell + 1}'s features, is ill-conditioned (condition number "
+                        f"{condition:.3g}): the minimum-norm weights reach their target features only to about "
+                        f"{condition * np.finfo(dtype).eps:.1g} relative accuracy.", RuntimeWarning, stacklevel=2)
+            z = jax.random.normal(keys[ell + 1], (shapes[ell + 1][1], n), dtype)
+            target = (z * jnp.sqrt(jnp.clip(eigenvalues, 0.0))) @ vectors.T  # rows ~ N(0, K_ℓ)
+            increment = target - theta if self.skip else target
+            weights.append(h @ ((vectors / eigenvalues) @ (vectors.T @ increment.T)))
+            theta = target
+        weights.append(init.output_std.astype(dtype) * jax.random.normal(keys[-1], shapes[-1], dtype))
+        return weights
+
+    def observables(self, t, state: dict, data: Dataset) -> dict[str, Array]:
+        weights, thetas = self._unpack(state, data)
+        f = self._output(thetas[-1], weights[-1])
+        ell = losses.get(self.loss)
+        dw, dtheta = self._velocities(thetas, weights, data)
+        grams = [self._activation(i)(theta).T @ self._activation(i)(theta) / theta.shape[0] for i, theta in enumerate(thetas)]
+        spectra = jnp.stack([jnp.linalg.eigvalsh(K)[::-1] for K in grams])
+        out = {
+            "loss": jnp.mean(ell(f, data.y)),
+            "risk": self.energy(state, data),
+            "prediction": f,
+            "gram_eigenvalues": spectra,
+            "effective_rank": jnp.sum(spectra, axis=1) ** 2 / jnp.sum(spectra**2, axis=1),
+            "unit_spread": jnp.stack([jnp.mean(jnp.var(theta, axis=0)) for theta in thetas]),
+            "weight_speed": jnp.stack([jnp.sqrt(2.0 * _mean_field_half_norm(v, i, self.depth)) for i, v in enumerate(dw)]),
+            "feature_speed": jnp.stack([jnp.sqrt(jnp.sum(v**2) / v.shape[0]) for v in dtheta]),
+        }
+        if self.form == "features":
+            out["consistency_residual"] = self.consistency(state, data)
+        if data.X_test is not None:
+            out["test_loss"] = jnp.mean(ell(self.forward(weights, data.X_test)[1], data.y_test))
+        return out
+
+    def describe(self, data: Dataset) -> dict:
+        return {
+            "loss": ((), {"long_name": f"training loss E_i ℓ(f_i, y_i), ℓ = {self.loss}", "units": "1"}),
+            "risk": ((), {"long_name": "objective J: training loss plus regulariser", "units": "1"}),
+            "prediction": (("sample", "output"), {"long_name": "network output f on the training points", "units": "1"}),
+            "gram_eigenvalues": (("layer", "eigen"), {"long_name": "eigenvalues of K_ℓ = (1/m) Σ h(θ) h(θ)^T, descending",
+                                                      "units": "1"}),
+            "effective_rank": (("layer",), {"long_name": "effective rank (tr K_ℓ)² / tr K_ℓ²", "units": "1"}),
+            "unit_spread": (("layer",), {"long_name": "E_i Var_j θ_{ℓ,j}(x_i): spread of features across units", "units": "1"}),
+            "weight_speed": (("weight_layer",), {"long_name": "stationarity residual ‖∂_t w_ℓ‖ (mean-field L² norm)",
+                                                  "units": "1"}),
+            "feature_speed": (("layer",), {"long_name": "stationarity residual ‖∂_t θ_ℓ‖ (L²(p_ℓ) norm)", "units": "1"}),
+            "consistency_residual": (("layer",), {"long_name": "max |θ_ℓ − s θ_{ℓ−1} − (1/m) Σ w_ℓ h(θ_{ℓ−1})|",
+                                                  "units": "1"}),
+            "test_loss": ((), {"long_name": f"test loss, ℓ = {self.loss}", "units": "1"}),
+        }
+
+    def describe_state(self, widths, data) -> dict:
+        units = [f"unit_{ell}" for ell in range(1, self.depth + 1)]
+        dims = [("unit_1", "input"), *zip(units[:-1], units[1:]), (units[-1], "output")]
+        out = {name: (d, {"long_name": f"weights of layer {i}", "units": "1"}) for i, (name, d) in
+               enumerate(zip(self._weight_names(), dims), start=1)}
+        if self.form == "features":
+            out.update({name: ((unit, "sample"), {"long_name": f"features θ_{i} (pre-activations on the training points)",
+                                                   "units": "1"})
+                        for i, (name, unit) in enumerate(zip(self._feature_names(), units), start=1)})
+        return out
+
+    def dimension_sizes(self, widths, data) -> dict[str, int]:
+        return super().dimension_sizes(widths, data) | {"weight_layer": self.depth + 1, "eigen": data.n}
+
+
+def _mean_field_half_norm(w, ell: int, depth: int):
+    """½ Σ |w|² divided by the number of units the layer connects (its mean-field squared norm / 2)."""
+    return 0.5 * jnp.sum(w**2) / (w.shape[0] * (w.shape[1] if 0 < ell < depth else 1))
