@@ -7,6 +7,7 @@ import importlib.metadata
 
 from . import activations as activations, datasets as datasets, flows as flows, losses as losses, measures as measures
 from ._algorithm import AbstractAlgorithm as AbstractAlgorithm, solve as solve
+from ._certify import certify as certify
 from ._dataset import Dataset as Dataset
 from ._ensemble import EnsembleProblem as EnsembleProblem
 from ._problem import (

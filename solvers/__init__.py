@@ -5,3 +5,4 @@ from .units import Units as Units
 from .grid import Grid as Grid
 from .gibbs import GibbsFixedPoint as GibbsFixedPoint
 from .particle_stationary import ParticleStationary as ParticleStationary
+from .convex import Convex as Convex

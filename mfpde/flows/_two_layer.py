@@ -107,7 +107,8 @@ class TwoLayer(AbstractFlow):
 
         return chunked_map(layer, X, chunk_size)
 
-    def _l2_vector(self, data, dtype):
+    def weight_decay(self, data, dtype) -> Float[Array, " p"]:
+        """λ_c per coordinate of θ: `l2_output` (or `l2`) on u, `l2` on w and b, 0 on fixed coordinates."""
         lam = jnp.full(sum(self.groups(data).values()), self.l2, dtype=dtype)
         if self.l2_output is not None:
             lam = lam.at[: data.k].set(self.l2_output)
@@ -116,7 +117,7 @@ class TwoLayer(AbstractFlow):
     def energy(self, theta, masses, data, *, chunk_size=None):
         f = self.predict(theta, masses, data.X, data, chunk_size=chunk_size)
         data_term = jnp.mean(losses.get(self.loss)(f, data.y))
-        return data_term + 0.5 * jnp.sum(masses[:, None] * self._l2_vector(data, theta.dtype) * theta**2)
+        return data_term + 0.5 * jnp.sum(masses[:, None] * self.weight_decay(data, theta.dtype) * theta**2)
 
     def observables(self, theta, masses, data, *, chunk_size=None):
         ell = losses.get(self.loss)
