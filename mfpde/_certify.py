@@ -5,8 +5,8 @@ import xarray as xr
 from ._algorithm import AbstractAlgorithm, solve
 from ._problem import FlowProblem, StationaryProblem
 from ._solution import Solution
-from .flows import TwoLayer
-from .measures import Particles
+from .flows import AbstractFeatureFlow, TwoLayer
+from .measures import Layers, Particles
 from .measures._base import split_groups
 
 
@@ -15,68 +15,96 @@ def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | 
     """The global-minimum check of MATH.md 4 for a flow's solution: its objective against the optimum of the convex
     program on the flow's own support, with the stationarity residuals, in one dataset.
 
-    At time t the N particles θ_j of mass 1/N are a feasible point of the convex program on the support
-    {θ_j} (p_j = 1/N, ŵ_j = u_j/N), whose value is the flow's energy R. So
+    At time t the flow's units are a feasible point of the convex program on their own support (masses 1/N,
+    ŵ = w times the masses), whose value there is the flow's objective. So
 
-        gap = R(ρ_t) − min over the support ≥ 0,
+        gap = objective(t) − min over the support ≥ 0,
 
-    and a flow that has converged to a global minimiser has gap → 0 and velocities → 0; a flow stuck at a spurious
-    stationary point keeps a positive gap. The convex optimum itself is certified by its own duality gap.
+    and a flow that has converged to a global minimiser has gap → 0 and velocities → 0 (as the width grows); a flow
+    stuck at a spurious stationary point keeps a positive gap. The convex optimum is certified by its own duality gap.
 
     **Arguments:**
 
-    - `sol`: a solution of a `flows.TwoLayer` problem with τ = 0 by `solvers.Particles(..., save_particles=True)`.
+    - `sol`: a solution of a `flows.TwoLayer` problem with τ = 0 by `solvers.Particles(..., save_particles=True)`,
+      or of a feature flow (`flows.FeatureDNN`, `flows.FeatureResNet`) with `penalty="convex"` by
+      `solvers.Units(..., save_state=True)`.
     - `convex`: the convex algorithm, e.g. `solvers.Convex()`.
     - `problem`: the solved `FlowProblem` (default `sol.problem`; give it for a solution loaded from a file).
     - `time`: the time to certify (default the last one reached).
     - `**options`: passed to the convex solve (`solver`, `rtol`, `max_steps`, …).
 
-    **Returns:** an `xarray.Dataset` with `objective` (R of the flow), `convex_optimum`, `gap`, `relative_gap`,
-    `lower_bound` and `convex_duality_gap` (the convex solve's certificate), the stationarity residuals
-    `output_speed` = ‖∂_t u‖ and `feature_speed` = ‖∂_t (w, b)‖ (L²(ρ) norms), and over `particle` the optimal
-    reweighting `mass` and `output_weight` of the support.
+    **Returns:** an `xarray.Dataset` with `objective` (of the flow), `convex_optimum`, `gap`, `relative_gap`,
+    `lower_bound` and `convex_duality_gap` (the convex solve's certificate), the stationarity residuals, and over
+    `candidate` the optimal density `mass` on the support (the particles, or the last layer's units). For a two-layer
+    flow the residuals are `output_speed` = ‖∂_t u‖ and `feature_speed` = ‖∂_t (w, b)‖ in L²(ρ); for a feature flow
+    `weight_speed` (weight_layer) and `feature_speed` (layer), as in its solution.
     """
     problem = getattr(sol, "problem", None) if problem is None else problem
-    if not isinstance(problem, FlowProblem) or not isinstance(problem.flow, TwoLayer):
-        raise ValueError("`problem`: certify needs the solved FlowProblem of a flows.TwoLayer network; pass problem= "
-                         "for a solution loaded from a file.")
+    if not isinstance(problem, FlowProblem) or not isinstance(problem.flow, (TwoLayer, AbstractFeatureFlow)):
+        raise ValueError("`problem`: certify needs the solved FlowProblem of a flows.TwoLayer network or a feature flow; "
+                         "pass problem= for a solution loaded from a file.")
+    if isinstance(problem.flow, TwoLayer):
+        t, objective, support, residuals = _two_layer(sol, problem, time)
+    else:
+        t, objective, support, residuals = _feature_flow(sol, problem, time)
+    flow, data = problem.flow, problem.data
+    optimum = solve(StationaryProblem(flow, data, support), convex, **options).dataset
+    best = float(optimum.objective)
+    scalar = {"units": "1"}
+    variables = {
+        "objective": ((), objective, {**scalar, "long_name": "the flow's objective at this time (no entropy)"}),
+        "convex_optimum": ((), best, {**scalar, "long_name": "optimum of the convex program on the flow's support"}),
+        "gap": ((), objective - best, {**scalar, "long_name": "objective − convex optimum (0 at a global minimiser)"}),
+        "relative_gap": ((), (objective - best) / abs(objective), {**scalar, "long_name": "gap / |objective|"}),
+        "lower_bound": ((), float(optimum.lower_bound), {**scalar, "long_name": "certified lower bound of the convex program"}),
+        "convex_duality_gap": ((), float(optimum.duality_gap), {**scalar, "long_name": "duality gap of the convex solve"}),
+        "mass": (("candidate",), optimum.mass.values, {**scalar, "long_name": "optimal density on the flow's support"}),
+        **residuals,
+    }
+    return xr.Dataset(variables, coords={"candidate": np.arange(optimum.mass.size)},
+                      attrs={"Conventions": "CF-1.10", "time": t, "convex_result": optimum.attrs["result_message"],
+                             "title": f"global-minimum check of a {type(flow).__name__} flow at t = {t:g}"})
+
+
+def _at_time(variable, time):
+    variable = variable.dropna("time", how="all")
+    return variable.isel(time=-1) if time is None else variable.sel(time=time, method="nearest")
+
+
+def _two_layer(sol, problem, time):
     flow, data = problem.flow, problem.data
     if float(flow.temperature) != 0.0:
         raise ValueError("`sol` must be a τ = 0 flow: the particles' free energy uses a continuous entropy, which the "
                          "convex program on a finite support does not have.")
-    ds = sol.dataset
-    if "theta" not in ds:
+    if "theta" not in sol.dataset:
         raise ValueError("`sol` holds no particles: solve with solvers.Particles(..., save_particles=True).")
-    theta = ds.theta.dropna("time", how="all")
-    theta = theta.isel(time=-1) if time is None else theta.sel(time=time, method="nearest")
+    theta = _at_time(sol.dataset.theta, time)
     t = float(theta.time)
     positions = jnp.asarray(theta.values)
     N, k = positions.shape[0], data.k
     masses = jnp.full((N,), 1.0 / N, positions.dtype)
-    objective = float(flow.energy(positions, masses, data))
     speed = np.asarray(flow.velocity(t, positions, masses, data)) ** 2
     support = Particles(**{name: np.asarray(part) for name, part in split_groups(positions, flow.groups(data)).items()})
-    optimum = solve(StationaryProblem(flow, data, support), convex, **options).dataset
-    best = float(optimum.objective)
-    scalar = {"units": "1"}
-    out = xr.Dataset(
-        {
-            "objective": ((), objective, {**scalar, "long_name": "the flow's objective R(ρ_t) (energy, no entropy)"}),
-            "convex_optimum": ((), best, {**scalar, "long_name": "optimum of the convex program on the flow's support"}),
-            "gap": ((), objective - best, {**scalar, "long_name": "objective − convex optimum (0 at a global minimiser)"}),
-            "relative_gap": ((), (objective - best) / abs(objective), {**scalar, "long_name": "gap / |objective|"}),
-            "lower_bound": ((), float(optimum.lower_bound), {**scalar, "long_name": "certified lower bound of the convex program"}),
-            "convex_duality_gap": ((), float(optimum.duality_gap), {**scalar, "long_name": "duality gap of the convex solve"}),
-            "output_speed": ((), float(np.sqrt(np.mean(speed[:, :k].sum(axis=1)))),
-                             {**scalar, "long_name": "stationarity residual ‖∂_t u‖ in L²(ρ)"}),
-            "feature_speed": ((), float(np.sqrt(np.mean(speed[:, k:].sum(axis=1)))),
-                              {**scalar, "long_name": "stationarity residual ‖∂_t (w, b)‖ in L²(ρ)"}),
-            "mass": (("particle",), optimum.mass.values, {**scalar, "long_name": "optimal density on the flow's particles"}),
-            "output_weight": (("particle", "output"), optimum.output_weight.values,
-                              {**scalar, "long_name": "optimal output weights on the flow's particles"}),
-        },
-        coords={"particle": np.arange(N), "output": np.arange(k)},
-        attrs={"Conventions": "CF-1.10", "title": f"global-minimum check of a {type(flow).__name__} flow at t = {t:g}",
-               "time": t, "convex_result": optimum.attrs["result_message"]},
-    )
-    return out
+    residuals = {
+        "output_speed": ((), float(np.sqrt(np.mean(speed[:, :k].sum(axis=1)))),
+                         {"units": "1", "long_name": "stationarity residual ‖∂_t u‖ in L²(ρ)"}),
+        "feature_speed": ((), float(np.sqrt(np.mean(speed[:, k:].sum(axis=1)))),
+                          {"units": "1", "long_name": "stationarity residual ‖∂_t (w, b)‖ in L²(ρ)"}),
+    }
+    return t, float(flow.energy(positions, masses, data)), support, residuals
+
+
+def _feature_flow(sol, problem, time):
+    flow, data = problem.flow, problem.data
+    names = [f"w{ell}" for ell in range(1, flow.depth + 2)]
+    if any(name not in sol.dataset for name in names):
+        raise ValueError("`sol` holds no weights: solve with solvers.Units(..., save_state=True).")
+    state = {name: _at_time(sol.dataset[name], time) for name in sol.dataset.data_vars
+             if name in names or (flow.form == "features" and name.startswith("theta"))}
+    t = float(next(iter(state.values())).time)
+    state = {name: jnp.asarray(value.values) for name, value in state.items()}
+    observed = flow.observables(t, state, data)
+    residuals = {name: (("weight_layer",) if name == "weight_speed" else ("layer",), np.asarray(observed[name]),
+                        {"units": "1", "long_name": flow.describe(data)[name][1]["long_name"]})
+                 for name in ("weight_speed", "feature_speed")}
+    return t, float(flow.energy(state, data)), Layers(**{name: state[name] for name in names}), residuals

@@ -59,19 +59,19 @@ class StationaryProblem(AbstractProblem):
 
     **Arguments:**
 
-    - `flow`: an `mfpde.flows.AbstractFlow`.
+    - `flow`: an `mfpde.flows.AbstractFlow`, or a feature flow for `solvers.Convex`.
     - `data`: an `mfpde.Dataset` (None for data-free flows such as `flows.Potential`).
     - `init`: the initial guess, an `mfpde.measures.AbstractMeasure` (the grid masses or particles the solver starts
       its iteration from).
     """
 
-    flow: AbstractFlow
+    flow: AbstractFlow | AbstractLayeredFlow
     data: Dataset | None
     init: AbstractMeasure
 
     def __check_init__(self):
-        if not isinstance(self.flow, AbstractFlow):
-            raise TypeError(f"`flow` must be an mfpde.flows flow on measures, got {type(self.flow).__name__}.")
+        if not isinstance(self.flow, (AbstractFlow, AbstractLayeredFlow)):
+            raise TypeError(f"`flow` must be an mfpde.flows flow, got {type(self.flow).__name__}.")
         if not isinstance(self.init, AbstractMeasure):
             raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")
         if self.data is not None and not isinstance(self.data, Dataset):

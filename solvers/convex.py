@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+import scipy.optimize
 
 import mfpde
 from mfpde._solution import make_dataset, warn_or_raise
@@ -39,16 +40,30 @@ class Convex(mfpde.AbstractAlgorithm):
     The entropy is the discrete τ Σ p log p: with τ > 0, compare with grid solutions (whose free energy differs from it
     by the constant τ log h^D), not with particles. The squared loss only.
 
+    **Deep networks.** For a feature flow (`flows.FeatureDNN`, `flows.FeatureResNet`) with `penalty="convex"` the
+    candidates are the units of a network drawn from `problem.init` (`measures.Layers` of a trained network: its own
+    support), with features θ_{ℓ,a} from the forward pass. In the variables ŵ_{ℓ+1}(a, b) = w p_ℓ(a) p_{ℓ+1}(b) the
+    constraint t_b p_{ℓ+1}(b) = Σ_a ŵ_{ℓ+1}(a, b) h(θ_{ℓ,a}) (t_b = θ_{ℓ+1,b}, minus θ_{ℓ,b} for a Res-Net) does not
+    involve p_ℓ, so the perspective term (λ/2) Σ_b (Σ_a |ŵ(a, b)|)²/p_{ℓ+1}(b) is minimised column by column: it is
+    the linear cost Σ_b p_{ℓ+1}(b) c(b), c(b) = (λ/2) β_b², with β_b = min {|v|_1 : Σ_a v_a h(θ_{ℓ,a}) = t_b} a basis
+    pursuit (a linear program, solved exactly by HiGHS). The first layer costs (λ/2)|w_{1,a}|². What remains is the
+    two-layer program above on the last layer's features φ_a = h_L(θ_{L,a}) with λ_u = λ and the linear cost of the
+    last layer (Res-Net: one density over trajectories, so every layer's cost adds up on the same candidate); the
+    other layers of a plain network each put their mass on their cheapest unit (τ = 0). Its optimum lower-bounds the
+    flow's objective J on the same units.
+
     **Arguments:**
 
-    - `n`: the number of candidates A drawn from `problem.init` (default: all of an explicit `measures.Particles`).
+    - `n`: the number of candidates A drawn from `problem.init` (default: all of an explicit `measures.Particles`); for
+      a feature flow, the units per hidden layer (default: those of an explicit `measures.Layers`).
     """
 
-    n: int | None = eqx.field(static=True, default=None)
+    n: int | tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 1):
-            raise ValueError(f"`n` of Convex must be a positive integer (candidates), got {self.n!r}.")
+        for n in np.atleast_1d(self.n if self.n is not None else 1):
+            if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"`n` of Convex must be a positive integer or one per hidden layer, got {self.n!r}.")
 
     def solve(self, problem: mfpde.StationaryProblem, *, solver=None, rtol=None, atol=None, gap_rtol=None,
               max_steps: int = 2_000, rounds: int = 20, key=0, throw: bool = False) -> mfpde.Solution:
@@ -75,41 +90,130 @@ class Convex(mfpde.AbstractAlgorithm):
         if not isinstance(problem, mfpde.StationaryProblem):
             raise TypeError(f"`problem` of Convex must be an mfpde.StationaryProblem, got {type(problem).__name__}.")
         flow, data = problem.flow, problem.data
-        if not isinstance(flow, mfpde.flows.TwoLayer):
-            raise TypeError(f"`flow` of a Convex problem must be a flows.TwoLayer (the two-layer program), got "
-                            f"{type(flow).__name__}.")
+        if not isinstance(flow, (mfpde.flows.TwoLayer, mfpde.flows.AbstractFeatureFlow)):
+            raise TypeError(f"`flow` of a Convex problem must be a flows.TwoLayer or a feature flow (flows.FeatureDNN, "
+                            f"flows.FeatureResNet), got {type(flow).__name__}.")
         if flow.loss != "squared":
             raise ValueError(f"`loss` of the flow must be 'squared' for Convex (closed-form inner problem), got {flow.loss!r}.")
-        if not flow.train_output:
-            raise ValueError("`train_output` of the flow must be True for Convex: the output weights are its variables.")
         if not isinstance(solver, (type(None), optx.AbstractMinimiser)):
             raise TypeError(f"`solver` of Convex must be an optimistix minimiser, got {type(solver).__name__}.")
         for name, value in (("max_steps", max_steps), ("rounds", rounds)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         dtype = jnp.zeros(()).dtype
-        decay = flow.weight_decay(data, dtype)
-        if float(decay[0]) <= 0:
-            raise ValueError("`l2_output` (or `l2`) of the flow must be positive for Convex: without a penalty on the "
-                             "output weights the perspective regulariser vanishes and the program has no unique optimum.")
-        n = self.n
-        if n is None:
-            if not isinstance(problem.init, mfpde.measures.Particles):
-                raise ValueError("`n` of Convex is needed unless `init` is an explicit measures.Particles.")
-            n = problem.init.n
         tol = 1e-10 if dtype == jnp.float64 else 1e-6
         if solver is None:
             solver = optx.BFGS(rtol=rtol or tol, atol=atol or tol)
         gap_rtol = jnp.asarray(10 * tol if gap_rtol is None else gap_rtol, dtype)
         if isinstance(key, (int, np.integer)):
             key = jax.random.key(int(key))
-        groups = flow.groups(data)
-        theta = _initial_state(problem.init, key, n, groups).reshape(n, -1).astype(dtype)
+        build = _two_layer_program if isinstance(flow, mfpde.flows.TwoLayer) else _feature_flow_program
         with Timer() as timer:
-            observed, stats = jax.device_get(_solve(flow, data, theta, decay, solver, float(flow.temperature) > 0, max_steps,
-                                                   rounds, gap_rtol, tol))
-        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer)
+            Phi, cost, lam, extra, coords = build(self, problem, key, dtype)
+            usable = np.isfinite(cost)
+            observed, stats = jax.device_get(_simplex_program(
+                jnp.asarray(Phi[:, usable]), data.y, jnp.asarray(cost[usable]), lam, flow.temperature.astype(dtype),
+                solver, float(flow.temperature) > 0, max_steps, rounds, gap_rtol, tol))
+        observed = _scatter(observed, usable)
+        observed |= extra(observed)
+        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer, coords)
         return warn_or_raise(mfpde.Solution(dataset, problem), throw, "convex solve")
+
+
+def _two_layer_program(algorithm, problem, key, dtype):
+    """Φ, the linear cost c and λ_u of a TwoLayer flow's program on candidates drawn from `problem.init`."""
+    flow, data = problem.flow, problem.data
+    if not flow.train_output:
+        raise ValueError("`train_output` of the flow must be True for Convex: the output weights are its variables.")
+    decay = flow.weight_decay(data, dtype)
+    if float(decay[0]) <= 0:
+        raise ValueError("`l2_output` (or `l2`) of the flow must be positive for Convex: without a penalty on the "
+                         "output weights the perspective regulariser vanishes and the program has no unique optimum.")
+    n = algorithm.n
+    if n is None:
+        if not isinstance(problem.init, mfpde.measures.Particles):
+            raise ValueError("`n` of Convex is needed unless `init` is an explicit measures.Particles.")
+        n = problem.init.n
+    if not isinstance(n, (int, np.integer)):
+        raise ValueError(f"`n` of Convex must be one integer (the candidates) for a TwoLayer flow, got {n!r}.")
+    k = data.k
+    theta = _initial_state(problem.init, key, n, flow.groups(data)).reshape(n, -1).astype(dtype)
+    # φ_a(x_i): the prediction of candidate a alone with unit output weight.
+    unit = theta.at[:, :k].set(1.0)
+    Phi = jax.vmap(lambda row: flow.predict(row[None], jnp.ones(1, dtype), data.X, data)[:, 0])(unit).T
+    cost = 0.5 * (theta[:, k:] ** 2) @ decay[k:]
+
+    def extra(observed):
+        return {"theta": np.asarray(theta.at[:, :k].set(observed["output_weight"]))}
+
+    coords = {"param": (("param",), np.array(flow.coordinates(data), dtype=object), {"long_name": "coordinate of θ"})}
+    return np.asarray(Phi), np.asarray(cost), decay[0], extra, coords
+
+
+def _feature_flow_program(algorithm, problem, key, dtype):
+    """Φ, c and λ of a feature flow's program (class docstring) on the units of a network drawn from
+    `problem.init` (e.g. `measures.Layers` of a trained network): basis pursuit for the middle layers' costs."""
+    flow, data = problem.flow, problem.data
+    if flow.penalty != "convex":
+        raise ValueError(f"`penalty` of the flow must be 'convex' for Convex (the program of that regulariser), got "
+                         f"{flow.penalty!r}.")
+    if not float(flow.l2) > 0:
+        raise ValueError("`l2` of the flow must be positive for Convex: it is the strength λ of the perspective regulariser.")
+    widths = algorithm.n if algorithm.n is not None else getattr(problem.init, "widths", None)
+    if widths is None:
+        raise ValueError("`n` of Convex (the candidate units per hidden layer) is needed unless `init` is an explicit "
+                         "measures.Layers.")
+    widths = tuple(int(w) for w in np.broadcast_to(widths, (flow.depth,)))
+    state = flow.initial_state(problem.init, key, flow.shapes(widths, data), data)
+    weights = [state[f"w{ell}"] for ell in range(1, flow.depth + 2)]
+    thetas = [np.asarray(theta, dtype=np.float64) for theta in flow.forward(weights, data.X)[0]]
+    lam = float(flow.l2)
+    costs = [0.5 * lam * np.sum(np.asarray(weights[0]) ** 2, axis=1)]
+    for ell in range(flow.depth - 1):
+        h = np.asarray(flow._activation(ell)(thetas[ell]))
+        targets = thetas[ell + 1] - thetas[ell] if flow.skip else thetas[ell + 1]
+        costs.append(0.5 * lam * _basis_pursuit(h, targets) ** 2)
+    # A Res-Net's units are trajectories with one density: their costs add up. A plain network's hidden layers
+    # below the last have their own densities, each concentrated on its cheapest units (τ = 0).
+    cost = np.sum(costs, axis=0) if flow.skip else costs[-1]
+    below = 0.0 if flow.skip else sum(float(np.min(c)) for c in costs[:-1])
+    Phi = np.asarray(flow._activation(flow.depth - 1)(thetas[-1])).T
+    table = np.full((flow.depth, max(widths)), np.nan)
+    for ell, c in enumerate(costs):
+        table[ell, : c.shape[0]] = c
+
+    def extra(observed):
+        return {"representation_cost": table, "objective": observed["objective"] + below,
+                "lower_bound": observed["lower_bound"] + below, "regulariser": observed["regulariser"] + below}
+
+    coords = {"layer": (("layer",), np.arange(1, flow.depth + 1), {"long_name": "hidden layer index"}),
+              "unit": (("unit",), np.arange(max(widths)), {"long_name": "unit index within a layer"})}
+    return Phi, cost, jnp.asarray(lam, dtype), extra, coords
+
+
+def _basis_pursuit(h, targets):
+    """β_b = min {Σ_a |v_a| : Σ_a v_a h_a = t_b} for each target row t_b (inf where t_b is not in the span of the
+    h_a): linear programs in v = v⁺ − v⁻ ≥ 0, by HiGHS — exact, where a first-order method would leave a tolerance."""
+    A = h.shape[0]
+    equality = np.concatenate([h.T, -h.T], axis=1)
+    out = np.full(targets.shape[0], np.inf)
+    for b, target in enumerate(targets):
+        lp = scipy.optimize.linprog(np.ones(2 * A), A_eq=equality, b_eq=target, bounds=(0, None), method="highs")
+        if lp.status == 0:
+            out[b] = lp.fun
+    return out
+
+
+def _scatter(observed, usable):
+    """Put the per-candidate results of the usable candidates back among all (mass 0 elsewhere)."""
+    if usable.all():
+        return observed
+    out = dict(observed)
+    for name, fill in (("mass", 0.0), ("output_weight", np.nan)):
+        full = np.full((usable.shape[0], *observed[name].shape[1:]), fill)
+        full[usable] = observed[name]
+        out[name] = full
+    return out
 
 
 def _reduced_objective(p, Phi, Y, cost, lam):
@@ -125,27 +229,23 @@ def _entropy(p):
 
 
 @eqx.filter_jit
-def _solve(flow, data, theta, decay, solver, noisy: bool, max_steps, rounds, gap_rtol, polish_tol):
-    A, k = theta.shape[0], data.k
-    # φ_a(x_i): the prediction of candidate a alone with unit output weights.
-    unit = theta.at[:, :k].set(1.0)
-    Phi = jax.vmap(lambda row: flow.predict(row[None], jnp.ones(1, theta.dtype), data.X, data)[:, 0])(unit).T
-    cost = 0.5 * (theta[:, k:] ** 2) @ decay[k:]
-    lam, tau = decay[0], flow.temperature.astype(theta.dtype)
+def _simplex_program(Phi, Y, cost, lam, tau, solver, noisy: bool, max_steps, rounds, gap_rtol, polish_tol):
+    """min over p ∈ Δ of G(p) + τ Σ p log p (class docstring), certified; the per-candidate and scalar results."""
+    A, n = Phi.shape[1], Phi.shape[0]
 
     def simplex(z):
         return jax.nn.softmax(z) if noisy else z**2 / jnp.sum(z**2)
 
     def gradient(p):
-        return jax.grad(lambda p: _reduced_objective(p, Phi, data.y, cost, lam)[0])(p)
+        return jax.grad(lambda p: _reduced_objective(p, Phi, Y, cost, lam)[0])(p)
 
     def objective(z, _):
         p = simplex(z)
-        return _reduced_objective(p, Phi, data.y, cost, lam)[0] + tau * _entropy(p)
+        return _reduced_objective(p, Phi, Y, cost, lam)[0] + tau * _entropy(p)
 
     def certificate(p):
         """G(p) + τ Σ p log p and the convexity lower bound on the optimum."""
-        reduced, grad = _reduced_objective(p, Phi, data.y, cost, lam)[0], gradient(p)
+        reduced, grad = _reduced_objective(p, Phi, Y, cost, lam)[0], gradient(p)
         minimum = -tau * jax.nn.logsumexp(-grad / tau) if noisy else jnp.min(grad)
         return reduced + tau * _entropy(p), reduced - grad @ p + minimum
 
@@ -181,25 +281,24 @@ def _solve(flow, data, theta, decay, solver, noisy: bool, max_steps, rounds, gap
         restart = jnp.log(p) if noisy else jnp.sqrt(p)
         return restart, count + 1, value - lower, value, steps, sol.result._value, z
 
-    inf = jnp.asarray(jnp.inf, theta.dtype)
-    start = jnp.ones(A, theta.dtype)  # the uniform density in either parametrisation
+    inf = jnp.asarray(jnp.inf, Phi.dtype)
+    start = jnp.ones(A, Phi.dtype)  # the uniform density in either parametrisation
     _, used, gap, value, steps, result, z = jax.lax.while_loop(unsolved, round_, (start, 0, inf, inf, 0, 0, start))
     # The certificate decides: an inner solver that hit its budget on the way does not fail a certified optimum.
     certified = gap <= gap_rtol * jnp.abs(value)
     failed = jnp.where(result == optx.RESULTS.successful._value, optx.RESULTS.nonlinear_max_steps_reached._value, result)
     result = jnp.where(certified, optx.RESULTS.successful._value, failed)
     p = simplex(z)
-    Z = _reduced_objective(p, Phi, data.y, cost, lam)[1]
+    Z = _reduced_objective(p, Phi, Y, cost, lam)[1]
     objective_value, lower = certificate(p)
     entropy = _entropy(p)
-    u = Phi.T @ Z / (data.n * lam)
+    u = Phi.T @ Z / (n * lam)
     f = Phi @ (p[:, None] * u)
     observed = {
-        "theta": theta.at[:, :k].set(u),
         "mass": p,
         "output_weight": u,
         "objective": objective_value,
-        "loss": jnp.mean(0.5 * jnp.sum((f - data.y) ** 2, axis=1)),
+        "loss": jnp.mean(0.5 * jnp.sum((f - Y) ** 2, axis=1)),
         "regulariser": 0.5 * lam * jnp.sum(p * jnp.sum(u**2, axis=1)) + cost @ p,
         "entropy": entropy,
         "lower_bound": lower,
@@ -222,15 +321,16 @@ _DESCRIPTIONS = {
     "duality_gap": ((), {"long_name": "objective − lower_bound: bounds the distance to the optimum", "units": "1"}),
     "support_size": ((), {"long_name": "candidates with p_a > 1e-6 max p", "units": "1"}),
     "prediction": (("sample", "output"), {"long_name": "network output f(x_i) at the optimum", "units": "1"}),
+    "representation_cost": (("layer", "unit"), {"long_name": "c_ℓ: first-layer cost (λ/2)|w_1|², then (λ/2) β² with β "
+                                                "the least ℓ1 norm producing the unit from the layer below", "units": "1"}),
 }
 
 
-def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer):
+def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, coords):
     variables = {name: (_DESCRIPTIONS[name][0], np.asarray(values), _DESCRIPTIONS[name][1]) for name, values in observed.items()}
     A = observed["mass"].shape[0]
-    coords = {
-        "candidate": (("candidate",), np.arange(A), {"long_name": "candidate feature index"}),
-        "param": (("param",), np.array(flow.coordinates(data), dtype=object), {"long_name": "coordinate of θ"}),
+    coords = coords | {
+        "candidate": (("candidate",), np.arange(A), {"long_name": "candidate feature (last-layer unit) index"}),
         "sample": (("sample",), np.arange(data.n), {"long_name": "training point index"}),
         "output": (("output",), np.arange(data.k), {"long_name": "output index"}),
     }

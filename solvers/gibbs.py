@@ -77,6 +77,9 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         """
         if not isinstance(problem, mfpde.StationaryProblem):
             raise TypeError(f"`problem` of GibbsFixedPoint must be an mfpde.StationaryProblem, got {type(problem).__name__}.")
+        if not isinstance(problem.flow, mfpde.flows.AbstractFlow):
+            raise TypeError(f"`flow` of a GibbsFixedPoint problem must be a flow on measures (flows.AbstractFlow), got "
+                            f"{type(problem.flow).__name__}; a feature flow's convex program is solvers.Convex.")
         tau = problem.flow.temperature
         if is_concrete(tau) and not float(tau) > 0:
             raise ValueError(

@@ -65,6 +65,9 @@ class ParticleStationary(mfpde.AbstractAlgorithm):
             raise TypeError(
                 f"`problem` of ParticleStationary must be an mfpde.StationaryProblem, got {type(problem).__name__}."
             )
+        if not isinstance(problem.flow, mfpde.flows.AbstractFlow):
+            raise TypeError(f"`flow` of a ParticleStationary problem must be a flow on measures (flows.AbstractFlow), got "
+                            f"{type(problem.flow).__name__}; a feature flow's convex program is solvers.Convex.")
         tau = problem.flow.temperature
         if is_concrete(tau) and float(tau) != 0:
             raise ValueError(

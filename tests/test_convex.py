@@ -1,10 +1,12 @@
+import itertools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
 
 import mfpde
-from solvers import Convex, Particles
+from solvers import Convex, Particles, Units
 
 
 def _brute_force(Phi, y, lam, cost, tau):
@@ -86,7 +88,84 @@ def test_certify_lower_bounds_the_flow_and_the_gap_closes():
         assert float(c.convex_duality_gap) < 1e-9 * float(c.objective)
     assert gaps[0] > 10 * gaps[-1] and all(a > b for a, b in zip(gaps, gaps[1:]))
     assert float(checks[-1].feature_speed) < 0.01 * float(checks[0].feature_speed)
-    assert checks[-1].mass.dims == ("particle",) and np.isclose(float(checks[-1].mass.sum()), 1.0)
+    assert checks[-1].mass.dims == ("candidate",) and np.isclose(float(checks[-1].mass.sum()), 1.0)
+
+
+def _least_l1(h, target):
+    """min |v|_1 with Σ_a v_a h_a = target, by enumerating the basic solutions (at most n nonzeros)."""
+    best = np.inf
+    for support in itertools.chain.from_iterable(itertools.combinations(range(h.shape[0]), r) for r in (1, 2)):
+        v, *_ = np.linalg.lstsq(h[list(support)].T, target, rcond=None)
+        if np.allclose(h[list(support)].T @ v, target, atol=1e-12):
+            best = min(best, np.abs(v).sum())
+    return best
+
+
+@pytest.mark.parametrize("arch", ["dnn", "resnet"])
+def test_deep_program_equals_enumeration(arch):
+    """Two hidden layers of three candidate units on n = 2 points: the layer-1 costs (λ/2)|w_1|², the least-ℓ1
+    representation of each layer-2 unit by enumeration of basic solutions, and the output layer's program by the
+    brute force above."""
+    data = mfpde.datasets.teacher(2, n=2, d=2)
+    rng = np.random.default_rng(1)
+    W = {"w1": rng.normal(size=(3, 2)), "w2": rng.normal(size=(3, 3)), "w3": rng.normal(size=(3, 1))}
+    Flow = mfpde.flows.FeatureDNN if arch == "dnn" else mfpde.flows.FeatureResNet
+    flow = Flow(activations=("tanh", "tanh"), penalty="convex", l2=0.05)
+    ds = mfpde.solve(mfpde.StationaryProblem(flow, data, mfpde.measures.Layers(**W)), Convex()).dataset
+    X = np.asarray(data.X)
+    theta1 = W["w1"] @ X.T
+    theta2 = W["w2"].T @ np.tanh(theta1) / 3 + (theta1 if arch == "resnet" else 0.0)
+    targets = theta2 - theta1 if arch == "resnet" else theta2
+    c1 = 0.025 * np.sum(W["w1"] ** 2, axis=1)
+    c2 = 0.025 * np.array([_least_l1(np.tanh(theta1), t) for t in targets]) ** 2
+    np.testing.assert_allclose(ds.representation_cost.values, [c1, c2], rtol=1e-8)
+    cost = c1 + c2 if arch == "resnet" else c2
+    reference = _brute_force(np.tanh(theta2).T, np.asarray(data.y), 0.05, cost, 0.0)
+    reference += 0.0 if arch == "resnet" else c1.min()
+    assert abs(float(ds.objective) - reference) < 1e-8 * abs(reference)
+    assert float(ds.lower_bound) <= reference + 1e-14
+
+
+def test_deep_program_lower_bounds_every_feasible_point():
+    """The undecomposed program of a plain network with two hidden layers, evaluated at random feasible points
+    (p_1, p_2, ŵ_2 with t_b p_2(b) = Σ_a ŵ_2(a, b) h(θ_{1,a}), ŵ_3), never goes below the reported optimum."""
+    data = mfpde.datasets.teacher(3, n=3, d=2)
+    rng = np.random.default_rng(2)
+    W = {"w1": rng.normal(size=(5, 2)), "w2": rng.normal(size=(5, 4)), "w3": rng.normal(size=(4, 1))}
+    flow = mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), penalty="convex", l2=0.05)
+    optimum = float(mfpde.solve(mfpde.StationaryProblem(flow, data, mfpde.measures.Layers(**W)), Convex()).dataset.objective)
+    X, y = np.asarray(data.X), np.asarray(data.y)
+    h1 = np.tanh(W["w1"] @ X.T)
+    theta2 = W["w2"].T @ h1 / 5
+    h2 = np.tanh(theta2)
+    values = []
+    for _ in range(300):
+        p1, p2 = rng.dirichlet(np.full(5, 0.3)), rng.dirichlet(np.full(4, 0.3))
+        least = np.linalg.pinv(h1.T) @ (theta2.T * p2)                       # (5, 4): a feasible ŵ_2
+        w2 = least + (np.eye(5) - np.linalg.pinv(h1.T) @ h1.T) @ rng.normal(size=(5, 4)) * rng.uniform(0, 0.1)
+        w3 = rng.normal(size=(4, 1)) * p2[:, None]
+        f = h2.T @ w3
+        value = (0.5 * np.mean((f - y) ** 2) + 0.025 * np.sum(W["w1"] ** 2, axis=1) @ p1
+                 + 0.025 * np.sum(np.abs(w2).sum(axis=0) ** 2 / p2) + 0.025 * np.sum(w3[:, 0] ** 2 / p2))
+        values.append(value)
+    # The flow's own point (uniform masses, ŵ = w / m²) is one of them, and the closest.
+    own = (0.5 * np.mean((h2.T @ W["w3"] / 4 - y) ** 2) + 0.025 * np.mean(np.sum(W["w1"] ** 2, axis=1))
+           + 0.025 * np.mean((np.abs(W["w2"]).sum(axis=0) / 5) ** 2) + 0.025 * np.mean(W["w3"][:, 0] ** 2))
+    np.testing.assert_allclose(own, float(flow.energy(W, data)), rtol=1e-12)
+    assert optimum <= min(*values, own)
+
+
+def test_certify_feature_flow():
+    data = mfpde.datasets.teacher(0, n=6, d=3)
+    flow = mfpde.flows.FeatureResNet(activations=("tanh", "tanh"), penalty="convex", l2=0.01)
+    prob = mfpde.FlowProblem(flow, data, mfpde.measures.DiverseFeatures(output_std=0.1), (0.0, 100.0))
+    sol = mfpde.solve(prob, Units(widths=(10, 10), save_state=True), saveat=[0.0, 10.0, 100.0])
+    checks = [mfpde.certify(sol, Convex(), time=t) for t in (0.0, 10.0, 100.0)]
+    for c, t in zip(checks, (0.0, 10.0, 100.0)):
+        np.testing.assert_allclose(float(c.objective), float(sol.dataset.risk.sel(time=t)), rtol=1e-10)
+        assert float(c.gap) > 0 and float(c.convex_duality_gap) < 1e-9 * float(c.objective)
+        assert c.weight_speed.dims == ("weight_layer",) and c.feature_speed.dims == ("layer",)
+    assert float(checks[0].gap) > 3 * float(checks[-1].gap) and float(checks[1].gap) > float(checks[-1].gap)
 
 
 def test_bad_input():
@@ -100,7 +179,13 @@ def test_bad_input():
         Convex(n=0)
     with pytest.raises(ValueError, match="`rounds` must be a positive integer"):
         mfpde.solve(mfpde.StationaryProblem(mfpde.flows.TwoLayer(l2=0.1), data, init), Convex(n=4), rounds=0)
-    with pytest.raises(TypeError, match="must be a flows.TwoLayer"):
+    deep = mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), l2=0.1)
+    with pytest.raises(ValueError, match="`penalty` of the flow must be 'convex'"):
+        mfpde.solve(mfpde.StationaryProblem(deep, data, mfpde.measures.DiverseFeatures()), Convex(n=8))
+    with pytest.raises(ValueError, match="`n` of Convex \\(the candidate units per hidden layer\\) is needed"):
+        mfpde.solve(mfpde.StationaryProblem(mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), penalty="convex", l2=0.1),
+                                            data, mfpde.measures.DiverseFeatures()), Convex())
+    with pytest.raises(TypeError, match="must be a flows.TwoLayer or a feature flow"):
         mfpde.solve(mfpde.StationaryProblem(mfpde.flows.OrnsteinUhlenbeck(), None, init), Convex(n=4))
     quiet = mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=0.1), data, init, (0.0, 1.0))
     sol = mfpde.solve(quiet, Particles(n=8), saveat=[0.0, 1.0])

@@ -140,3 +140,27 @@ def test_bad_input():
     close = mfpde.FlowProblem(flow, mfpde.Dataset(X, data.y), mfpde.measures.DiverseFeatures(), (0.0, 1.0))
     with pytest.warns(RuntimeWarning, match="K_1, the Gram matrix of layer 1's features, is ill-conditioned \\(condition number"):
         mfpde.solve(close, Units(widths=(16, 16)), saveat=[0.0])
+
+
+def test_convex_penalty_velocity_is_the_scaled_gradient():
+    """penalty="convex": each weight of layer ℓ moves at −m_{ℓ−1} m_ℓ times the gradient of the data term plus
+    (λ/2)[Σ|w_1|²/m + Σ_b (Σ_a |w_2(a,b)|_ε / m)² / m + Σ|w_3|²/m], written plainly, with |w|_ε = √(w² + ε²) − ε."""
+    data = _data()
+    flow = mfpde.flows.FeatureResNet(activations=("tanh", "tanh"), penalty="convex", l2=0.3, smoothing=0.01)
+    state = flow.initial_state(mfpde.measures.DiverseFeatures(output_std=1.0), jax.random.key(0), flow.shapes((7, 7), data), data)
+    ws = [state["w1"], state["w2"], state["w3"]]
+
+    def objective(ws):
+        z1 = data.X @ ws[0].T
+        z2 = z1 + jnp.tanh(z1) @ ws[1] / 7
+        f = jnp.tanh(z2) @ ws[2] / 7
+        smooth = jnp.sqrt(ws[1] ** 2 + 0.01**2) - 0.01
+        penalty = jnp.sum(ws[0] ** 2) / 7 + jnp.sum((jnp.sum(smooth, axis=0) / 7) ** 2) / 7 + jnp.sum(ws[2] ** 2) / 7
+        return 0.5 * jnp.mean(jnp.sum((f - data.y) ** 2, axis=1)) + 0.15 * penalty
+
+    grads = jax.grad(objective)(ws)
+    velocity = flow.velocity(0.0, state, data)
+    for name, g, rate in zip(("w1", "w2", "w3"), grads, (7, 49, 7)):
+        np.testing.assert_allclose(velocity[name], -rate * g, rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="`penalty` of FeatureDNN must be one of"):
+        mfpde.flows.FeatureDNN(activations=("tanh",), penalty="l1")

@@ -18,7 +18,10 @@ class FeatureDNN(AbstractFeatureFlow):
     - `form`: "weights" (weights as state, features by a forward pass) or "features" (features and weights as
       coupled state, with the consistency residual as an observable).
     - `rates`: learning-rate multipliers ξ_ℓ of the L + 1 weight layers (default 1; 0 freezes a layer).
-    - `l2`: weight decay λ ≥ 0 in the mean-field norm.
+    - `l2`: the regularisation strength λ ≥ 0.
+    - `penalty`: "weight_decay" (the mean-field squared norm) or "convex" (the ℓ_{1,2} path norm of the convex
+      reformulation, for comparisons with `solvers.Convex`).
+    - `smoothing`: ε of the smoothed |w| in the velocity of the "convex" penalty.
     - `loss`: "squared" or "logistic".
     """
 
@@ -28,6 +31,10 @@ class FeatureDNN(AbstractFeatureFlow):
         default=None, converter=lambda v: None if v is None else as_float_array(v, "rates", "FeatureDNN", nonnegative=True)
     )
     l2: Float[Array, ""] = eqx.field(default=0.0, converter=lambda v: as_float_array(v, "l2", "FeatureDNN", nonnegative=True))
+    penalty: str = eqx.field(static=True, default="weight_decay")
+    smoothing: Float[Array, ""] = eqx.field(
+        default=1e-3, converter=lambda v: as_float_array(v, "smoothing", "FeatureDNN", nonnegative=True)
+    )
     loss: str = eqx.field(static=True, default="squared")
     temperature: Float[Array, ""] = eqx.field(default=0.0, converter=lambda v: as_float_array(v, "temperature", "FeatureDNN"))
     skip = False

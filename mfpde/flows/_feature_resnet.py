@@ -19,7 +19,10 @@ class FeatureResNet(AbstractFeatureFlow):
     - `form`: "weights" (weights as state, features by a forward pass) or "features" (features and weights as
       coupled state, with the consistency residual as an observable).
     - `rates`: learning-rate multipliers ξ_ℓ of the L + 1 weight layers (default 1; 0 freezes a layer).
-    - `l2`: weight decay λ ≥ 0 in the mean-field norm.
+    - `l2`: the regularisation strength λ ≥ 0.
+    - `penalty`: "weight_decay" (the mean-field squared norm) or "convex" (the ℓ_{1,2} path norm of the convex
+      reformulation, for comparisons with `solvers.Convex`).
+    - `smoothing`: ε of the smoothed |w| in the velocity of the "convex" penalty.
     - `loss`: "squared" or "logistic".
     """
 
@@ -29,6 +32,10 @@ class FeatureResNet(AbstractFeatureFlow):
         default=None, converter=lambda v: None if v is None else as_float_array(v, "rates", "FeatureResNet", nonnegative=True)
     )
     l2: Float[Array, ""] = eqx.field(default=0.0, converter=lambda v: as_float_array(v, "l2", "FeatureResNet", nonnegative=True))
+    penalty: str = eqx.field(static=True, default="weight_decay")
+    smoothing: Float[Array, ""] = eqx.field(
+        default=1e-3, converter=lambda v: as_float_array(v, "smoothing", "FeatureResNet", nonnegative=True)
+    )
     loss: str = eqx.field(static=True, default="squared")
     temperature: Float[Array, ""] = eqx.field(default=0.0, converter=lambda v: as_float_array(v, "temperature", "FeatureResNet"))
     skip = True

@@ -13,6 +13,7 @@ from ..measures._diverse import DiverseFeatures
 from ._base import AbstractLayeredFlow
 
 FORMS = ("weights", "features")
+PENALTIES = ("weight_decay", "convex")
 
 
 class AbstractFeatureFlow(AbstractLayeredFlow):
@@ -23,9 +24,16 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         θ_{ℓ+1,j} = s θ_{ℓ,j} + (1/m_ℓ) Σ_i w_{ℓ+1,ij} h_ℓ(θ_{ℓ,i})          ℓ = 1..L−1
         f         = (1/m_L) Σ_i w_{L+1,i} h_L(θ_{L,i}) ∈ R^{n×k}
 
-    with s = 0 for a plain network and s = 1 for a Res-Net (`skip`). The objective is
-    J = E_i ℓ(f_i, y_i) + (λ/2) ‖w‖², with the mean-field norm ‖w‖² = Σ_ℓ ∫∫ |w_ℓ|² dp_{ℓ−1} dp_ℓ (a mean over units,
-    so weight decay is −λ w in every velocity). Backward signals, vectors in R^n:
+    with s = 0 for a plain network and s = 1 for a Res-Net (`skip`). The objective is J = E_i ℓ(f_i, y_i) + R(w) with
+    one of two penalties (`penalty`), written with the units' empirical measures p_ℓ (mass 1/m_ℓ each):
+
+    - "weight_decay": R = (λ/2) Σ_ℓ ∫∫ |w_ℓ|² dp_{ℓ−1} dp_ℓ, so weight decay is −λ w in every velocity;
+    - "convex": R = (λ/2) [∫ |w_1|² dp_1 + Σ_{ℓ=1}^{L−1} ∫ (∫ |w_{ℓ+1}(θ̄, θ)| dp_ℓ(θ̄))² dp_{ℓ+1}(θ) + ∫ |w_{L+1}|² dp_L],
+      the ℓ_{1,2} path norm whose perspective form is jointly convex (MATH.md 4; r = 2): the regulariser to use
+      when comparing with `solvers.Convex`. Its velocity uses |w| smoothed as √(w² + ε²) − ε (`smoothing` ε), which
+      keeps the ODE from chattering where weights reach 0; the reported objective uses |w|.
+
+    Backward signals, vectors in R^n:
 
         δ_{L+1} = (1/n) ∂_f ℓ(f, y),   δ_L = (w_{L+1} δ_{L+1}) ⊙ h_L'(θ_L),
         δ_ℓ     = s δ_{ℓ+1} + [(1/m_{ℓ+1}) Σ_j w_{ℓ+1,·j} δ_{ℓ+1,j}] ⊙ h_ℓ'(θ_ℓ),
@@ -52,6 +60,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
     form: eqx.AbstractVar[str]
     rates: eqx.AbstractVar[Float[Array, " L1"] | None]
     l2: eqx.AbstractVar[Float[Array, ""]]
+    penalty: eqx.AbstractVar[str]
+    smoothing: eqx.AbstractVar[Float[Array, ""]]
     loss: eqx.AbstractVar[str]
     skip: eqx.AbstractClassVar[bool]
 
@@ -64,6 +74,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         losses.get(self.loss)
         if self.form not in FORMS:
             raise ValueError(f"`form` of {owner} must be one of {FORMS}, got {self.form!r}.")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"`penalty` of {owner} must be one of {PENALTIES}, got {self.penalty!r}.")
         if self.rates is not None and self.rates.shape != (self.depth + 1,):
             raise ValueError(f"`rates` of {owner} must have one entry per weight layer ({self.depth + 1}), "
                              f"got shape {self.rates.shape}.")
@@ -126,9 +138,13 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
             return weights, [state[name] for name in self._feature_names()]
         return weights, self.forward(weights, data.X)[0]
 
-    def regulariser(self, weights: list) -> Array:
-        """(λ/2) Σ_ℓ of the mean-field norm of w_ℓ: Σ |w|² divided by the number of units it connects."""
-        return self.l2 * sum(_mean_field_half_norm(w, ell, self.depth) for ell, w in enumerate(weights))
+    def regulariser(self, weights: list, smoothing=None) -> Array:
+        """R(w) of the chosen `penalty` (class docstring); with `smoothing` ε, |w| → √(w² + ε²) − ε."""
+        if self.penalty == "weight_decay":
+            return self.l2 * sum(_mean_field_half_norm(w, ell, self.depth) for ell, w in enumerate(weights))
+        middle = [jnp.mean(jnp.mean(_abs(w, smoothing), axis=0) ** 2) for w in weights[1:-1]]
+        ends = _mean_field_half_norm(weights[0], 0, self.depth) + _mean_field_half_norm(weights[-1], self.depth, self.depth)
+        return self.l2 * (ends + 0.5 * sum(middle))
 
     def _multipliers(self, weights: list) -> list:
         """m_{ℓ−1} m_ℓ ξ_ℓ for the L + 1 weight layers."""
@@ -156,7 +172,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         _, delta_out, deltas = self._signals(thetas, weights, data)
         hs = [self._activation(ell)(theta) for ell, theta in enumerate(thetas)]
         data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
-        reg_grads = jax.grad(self.regulariser)(weights)
+        reg_grads = jax.grad(self.regulariser)(weights, self.smoothing)
         rates = self._multipliers(weights)
         xi = self.rates if self.rates is not None else jnp.ones(self.depth + 1)
         dw = [-(xi[ell] * g + rates[ell] * r) for ell, (g, r) in enumerate(zip(data_grads, reg_grads))]
@@ -285,6 +301,14 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
 
     def dimension_sizes(self, widths, data) -> dict[str, int]:
         return super().dimension_sizes(widths, data) | {"weight_layer": self.depth + 1, "eigen": data.n}
+
+
+def _abs(w, smoothing):
+    """|w|, or √(w² + ε²) − ε with a gradient that is 0 (not NaN) at w = 0 when ε = 0."""
+    if smoothing is None:
+        return jnp.abs(w)
+    r = w**2 + smoothing**2
+    return jnp.where(r > 0, jnp.sqrt(jnp.where(r > 0, r, 1.0)), 0.0) - smoothing
 
 
 def _mean_field_half_norm(w, ell: int, depth: int):
