@@ -75,7 +75,8 @@ class Convex(mfpde.AbstractAlgorithm):
         - `solver`: an optimistix minimiser used as given (default `optx.BFGS(rtol, atol)`; `optx.LBFGS` for many
           thousands of candidates).
         - `rtol`, `atol`: tolerances of the default solver (default 1e-10 in float64, 1e-6 in float32).
-        - `gap_rtol`: the target duality gap relative to the objective (default 1e-9 in float64, 1e-5 in float32).
+        - `gap_rtol`: the target duality gap relative to the objective (default 1e-7 in float64, 1e-4 in float32;
+          the minimiser's own tolerance usually takes it far below).
         - `max_steps`: the iteration budget of each round of the minimiser.
         - `rounds`: rounds of minimiser + Frank–Wolfe restart at most; when the gap is still above target the last
           iterate is returned, certified by its gap, with result `nonlinear_max_steps_reached`.
@@ -104,7 +105,7 @@ class Convex(mfpde.AbstractAlgorithm):
         tol = 1e-10 if dtype == jnp.float64 else 1e-6
         if solver is None:
             solver = optx.BFGS(rtol=rtol or tol, atol=atol or tol)
-        gap_rtol = jnp.asarray(10 * tol if gap_rtol is None else gap_rtol, dtype)
+        gap_rtol = jnp.asarray((1e-7 if dtype == jnp.float64 else 1e-4) if gap_rtol is None else gap_rtol, dtype)
         if isinstance(key, (int, np.integer)):
             key = jax.random.key(int(key))
         build = _two_layer_program if isinstance(flow, mfpde.flows.TwoLayer) else _feature_flow_program

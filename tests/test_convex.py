@@ -41,7 +41,7 @@ def test_optimum_equals_brute_force(tau):
     W = np.random.default_rng(0).normal(size=(3, 2))
     flow = mfpde.flows.TwoLayer(activation="tanh", l2=0.01, temperature=tau)
     prob = mfpde.StationaryProblem(flow, data, mfpde.measures.Particles(u=np.zeros(3), w=W))
-    ds = mfpde.solve(prob, Convex()).dataset
+    ds = mfpde.solve(prob, Convex(), gap_rtol=1e-11).dataset
     Phi = np.tanh(np.asarray(data.X) @ W.T)
     reference = _brute_force(Phi, np.asarray(data.y), 0.01, 0.005 * np.sum(W**2, axis=1), tau)
     assert abs(float(ds.objective) - reference) < 1e-9 * abs(reference)
@@ -60,7 +60,7 @@ def test_objective_is_the_flow_energy_of_the_optimal_reweighting():
     data = mfpde.datasets.teacher(1, n=12, d=3, k=2)
     flow = mfpde.flows.TwoLayer(activation="tanh", bias=True, l2=0.02, l2_output=0.05, temperature=0.01)
     prob = mfpde.StationaryProblem(flow, data, mfpde.measures.Gaussian(std=1.0))
-    ds = mfpde.solve(prob, Convex(n=40), key=3).dataset
+    ds = mfpde.solve(prob, Convex(n=40), key=3, gap_rtol=1e-11).dataset
     theta, p = jnp.asarray(ds.theta.values), jnp.asarray(ds.mass.values)
     energy = float(flow.energy(theta, p, data)) + 0.01 * float(jnp.sum(p * jnp.log(p)))
     np.testing.assert_allclose(float(ds.objective), energy, rtol=1e-12)
@@ -85,7 +85,7 @@ def test_certify_lower_bounds_the_flow_and_the_gap_closes():
     for c, t in zip(checks, times):
         np.testing.assert_allclose(float(c.objective), float(sol.dataset.risk.sel(time=t)), rtol=1e-10)
         assert float(c.gap) >= -float(c.convex_duality_gap)  # the convex optimum lower-bounds the flow
-        assert float(c.convex_duality_gap) < 1e-9 * float(c.objective)
+        assert float(c.convex_duality_gap) < 1e-7 * float(c.objective)  # the default target
     assert gaps[0] > 10 * gaps[-1] and all(a > b for a, b in zip(gaps, gaps[1:]))
     assert float(checks[-1].feature_speed) < 0.01 * float(checks[0].feature_speed)
     assert checks[-1].mass.dims == ("candidate",) and np.isclose(float(checks[-1].mass.sum()), 1.0)
@@ -163,7 +163,7 @@ def test_certify_feature_flow():
     checks = [mfpde.certify(sol, Convex(), time=t) for t in (0.0, 10.0, 100.0)]
     for c, t in zip(checks, (0.0, 10.0, 100.0)):
         np.testing.assert_allclose(float(c.objective), float(sol.dataset.risk.sel(time=t)), rtol=1e-10)
-        assert float(c.gap) > 0 and float(c.convex_duality_gap) < 1e-9 * float(c.objective)
+        assert float(c.gap) > 0 and float(c.convex_duality_gap) < 1e-7 * float(c.objective)
         assert c.weight_speed.dims == ("weight_layer",) and c.feature_speed.dims == ("layer",)
     assert float(checks[0].gap) > 3 * float(checks[-1].gap) and float(checks[1].gap) > float(checks[-1].gap)
 
