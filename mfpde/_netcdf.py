@@ -70,6 +70,10 @@ def write_atomic(dataset: xr.Dataset, path) -> Path:
     os.close(fd)
     try:
         dataset.to_netcdf(tmp, engine="netcdf4")
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -41,6 +41,26 @@ SMALL = {
         "draws = 2\n"
         "dt = 0.05\n"
     ),
+    "resnet_feature_flow.ipynb": (
+        "FULL = False\n"
+        "n = 4\n"
+        "depth = 2\n"
+        "widths = [6]\n"
+        "t1 = 30.0\n"
+        "n_save = 4\n"
+    ),
+    "width_independence.ipynb": (
+        "FULL = False\n"
+        "n = 32\n"
+        "widths = [16, 32]\n"
+        "seeds = [0, 1]\n"
+        "t1 = 5.0\n"
+        "n_save = 21\n"
+        "widths_degenerate = [16, 32]\n"  # the shapes and save count of part 1's depth-4 runs: no new compilation
+        "seeds_degenerate = [0, 1]\n"
+        "t1_degenerate = 20.0\n"
+        "n_save_degenerate = 21\n"
+    ),
 }
 
 CELL_TIMEOUT = 300  # seconds per cell: a hanging cell fails the test instead of blocking the suite

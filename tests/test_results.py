@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import equinox as eqx
@@ -54,6 +55,9 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         write_atomic(bad, path)
     xr.testing.assert_identical(xr.load_dataset(path), good)
     assert [p.name for p in tmp_path.iterdir()] == ["a.nc"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it, not private
 
 
 _dtypes = st.sampled_from([np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16])

@@ -167,8 +167,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
                 back = weights[ell] @ deltas[ell] / deltas[ell].shape[0]
         return f, delta_out, deltas
 
-    def _velocities(self, thetas: list, weights: list, data: Dataset) -> tuple[list, list]:
-        """∂_t w_1..w_{L+1} and ∂_t θ_1..θ_L."""
+    def _velocities(self, thetas: list, weights: list, data: Dataset, features: bool = True) -> tuple[list, list]:
+        """∂_t w_1..w_{L+1} and (with `features`) ∂_t θ_1..θ_L."""
         _, delta_out, deltas = self._signals(thetas, weights, data)
         hs = [self._activation(ell)(theta) for ell, theta in enumerate(thetas)]
         data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
@@ -176,6 +176,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         rates = self._multipliers(weights)
         xi = self.rates if self.rates is not None else jnp.ones(self.depth + 1)
         dw = [-(xi[ell] * g + rates[ell] * r) for ell, (g, r) in enumerate(zip(data_grads, reg_grads))]
+        if not features:
+            return dw, []
         dtheta = [dw[0] @ data.X.T]
         for ell in range(self.depth - 1):
             h, hdot = jax.jvp(self._activation(ell), (thetas[ell],), (dtheta[ell],))
@@ -191,7 +193,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
 
     def velocity(self, t, state: dict, data: Dataset) -> dict:
         weights, thetas = self._unpack(state, data)
-        dw, dtheta = self._velocities(thetas, weights, data)
+        dw, dtheta = self._velocities(thetas, weights, data, features=self.form == "features")
         out = dict(zip(self._weight_names(), dw))
         if self.form == "features":
             out.update(zip(self._feature_names(), dtheta))
