@@ -52,3 +52,12 @@ def write_section(heading: str, body: str, path: Path = RESULTS) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         text = "".join(lines[:start]) + section + ("\n" if end < len(lines) else "") + "".join(lines[end:])
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def met(ok: bool) -> str:
+    """A target's verdict as RESULTS.md writes it."""
+    return "met" if ok else "**missed**"
+
+
+def fmt_time(t: float) -> str:
+    return f"{t * 1e3:.0f} ms" if t < 1 else f"{t:.2f} s"

@@ -42,6 +42,7 @@ import mfpde  # noqa: E402
 from solvers import Particles  # noqa: E402
 
 import _common  # noqa: E402
+from _common import fmt_time, met  # noqa: E402
 
 SECTION = "## Two-layer time to accuracy"
 
@@ -347,14 +348,6 @@ def main(argv=None):
     _common.write_section(SECTION, section.split("\n", 1)[1], args.output)
     log("\n" + section)
     log(f"written to {args.output.name}")
-
-
-def met(ok):
-    return "met" if ok else "**missed**"
-
-
-def fmt_time(t):
-    return f"{t * 1e3:.0f} ms" if t < 1 else f"{t:.2f} s"
 
 
 def render(r):

@@ -164,3 +164,15 @@ def test_convex_penalty_velocity_is_the_scaled_gradient():
         np.testing.assert_allclose(velocity[name], -rate * g, rtol=1e-10, atol=1e-13)
     with pytest.raises(ValueError, match="`penalty` of FeatureDNN must be one of"):
         mfpde.flows.FeatureDNN(activations=("tanh",), penalty="l1")
+
+
+@pytest.mark.parametrize("form", ["weights", "features"])
+def test_velocity_keeps_the_state_dtype(form):
+    """A float32 state under jax_enable_x64 (the data stay float64): the velocity is float32, as the state."""
+    data = _data()
+    flow = mfpde.flows.FeatureResNet(activations=("tanh", "tanh"), form=form, penalty="convex", l2=0.1, rates=[1.0, 0.5, 1.0])
+    state = flow.initial_state(mfpde.measures.IIDLayers(), jax.random.key(0), flow.shapes((8, 8), data), data)
+    state = {name: value.astype(jnp.float32) for name, value in state.items()}
+    with jax.numpy_dtype_promotion("standard"):  # float32 state, float64 data
+        velocity = flow.velocity(0.0, state, data)
+    assert {name: v.dtype for name, v in velocity.items()} == {name: jnp.dtype(jnp.float32) for name in state}

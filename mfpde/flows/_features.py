@@ -140,16 +140,23 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
 
     def regulariser(self, weights: list, smoothing=None) -> Array:
         """R(w) of the chosen `penalty` (class docstring); with `smoothing` ε, |w| → √(w² + ε²) − ε."""
+        dtype = weights[0].dtype
+        lam = self.l2.astype(dtype)
         if self.penalty == "weight_decay":
-            return self.l2 * sum(_mean_field_half_norm(w, ell, self.depth) for ell, w in enumerate(weights))
+            return lam * sum(_mean_field_half_norm(w, ell, self.depth) for ell, w in enumerate(weights))
+        smoothing = None if smoothing is None else smoothing.astype(dtype)
         middle = [jnp.mean(jnp.mean(_abs(w, smoothing), axis=0) ** 2) for w in weights[1:-1]]
         ends = _mean_field_half_norm(weights[0], 0, self.depth) + _mean_field_half_norm(weights[-1], self.depth, self.depth)
-        return self.l2 * (ends + 0.5 * sum(middle))
+        return lam * (ends + 0.5 * sum(middle))
+
+    def _rates(self, dtype) -> Array:
+        """ξ_ℓ for the L + 1 weight layers, in the state's dtype."""
+        return (self.rates if self.rates is not None else jnp.ones(self.depth + 1)).astype(dtype)
 
     def _multipliers(self, weights: list) -> list:
         """m_{ℓ−1} m_ℓ ξ_ℓ for the L + 1 weight layers."""
         widths = [1, *(w.shape[0] for w in weights[1:]), 1]
-        xi = self.rates if self.rates is not None else jnp.ones(self.depth + 1)
+        xi = self._rates(weights[0].dtype)
         return [widths[ell] * widths[ell + 1] * xi[ell] for ell in range(self.depth + 1)]
 
     def _signals(self, thetas: list, weights: list, data: Dataset):
@@ -174,11 +181,12 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
         reg_grads = jax.grad(self.regulariser)(weights, self.smoothing)
         rates = self._multipliers(weights)
-        xi = self.rates if self.rates is not None else jnp.ones(self.depth + 1)
-        dw = [-(xi[ell] * g + rates[ell] * r) for ell, (g, r) in enumerate(zip(data_grads, reg_grads))]
+        xi = self._rates(weights[0].dtype)
+        # In the state's dtype, also where the data are wider (a float32 state under jax_enable_x64).
+        dw = [-(xi[ell] * g + rates[ell] * r).astype(w.dtype) for ell, (g, r, w) in enumerate(zip(data_grads, reg_grads, weights))]
         if not features:
             return dw, []
-        dtheta = [dw[0] @ data.X.T]
+        dtheta = [(dw[0] @ data.X.T).astype(thetas[0].dtype)]
         for ell in range(self.depth - 1):
             h, hdot = jax.jvp(self._activation(ell), (thetas[ell],), (dtheta[ell],))
             step = (dw[ell + 1].T @ h + weights[ell + 1].T @ hdot) / h.shape[0]
