@@ -83,10 +83,12 @@ class Convex(mfpde.AbstractAlgorithm):
         - `key`: integer seed or PRNG key for drawing the candidates.
         - `throw`: raise `mfpde.IntegrationError` instead of warning when the solver fails.
 
-        **Returns:** an `mfpde.Solution` whose dataset holds, over `candidate`: the positions `theta` (with the
-        optimal output weights u_a in place of the drawn ones), `mass` p_a, `output_weight` u_a; and the scalars
-        `objective`, `loss`, `regulariser`, `entropy`, `lower_bound`, `duality_gap`, `support_size`, the
-        `prediction` on the training points, `num_steps` (over all rounds), `rounds` and `result`.
+        **Returns:** an `mfpde.Solution` whose dataset holds, over `candidate` (the last layer's units for a
+        feature flow): `mass` p_a and `output_weight` u_a; the scalars `objective`, `loss`, `regulariser`, `entropy`,
+        `lower_bound`, `duality_gap`, `support_size`; the `prediction` on the training points; `num_steps` (over all
+        rounds), `rounds` and `result`. A two-layer program adds the positions `theta` (with the optimal u_a); a
+        feature flow's adds `layer_mass` (layer, unit), the `middle_weight` (link, source, unit) that produce each
+        unit from the layer below, and their `representation_cost` (layer, unit).
         """
         if not isinstance(problem, mfpde.StationaryProblem):
             raise TypeError(f"`problem` of Convex must be an mfpde.StationaryProblem, got {type(problem).__name__}.")
@@ -169,40 +171,55 @@ def _feature_flow_program(algorithm, problem, key, dtype):
     weights = [state[f"w{ell}"] for ell in range(1, flow.depth + 2)]
     thetas = [np.asarray(theta, dtype=np.float64) for theta in flow.forward(weights, data.X)[0]]
     lam = float(flow.l2)
+    size = max(widths)
     costs = [0.5 * lam * np.sum(np.asarray(weights[0]) ** 2, axis=1)]
+    representation = np.full((max(flow.depth - 1, 0), size, size), np.nan)
     for ell in range(flow.depth - 1):
         h = np.asarray(flow._activation(ell)(thetas[ell]))
         targets = thetas[ell + 1] - thetas[ell] if flow.skip else thetas[ell + 1]
-        costs.append(0.5 * lam * _basis_pursuit(h, targets) ** 2)
+        beta, v = _basis_pursuit(h, targets)
+        costs.append(0.5 * lam * beta**2)
+        representation[ell, : v.shape[0], : v.shape[1]] = v
     # A Res-Net's units are trajectories with one density: their costs add up. A plain network's hidden layers
     # below the last have their own densities, each concentrated on its cheapest units (τ = 0).
     cost = np.sum(costs, axis=0) if flow.skip else costs[-1]
     below = 0.0 if flow.skip else sum(float(np.min(c)) for c in costs[:-1])
     Phi = np.asarray(flow._activation(flow.depth - 1)(thetas[-1])).T
-    table = np.full((flow.depth, max(widths)), np.nan)
+    table = np.full((flow.depth, size), np.nan)
     for ell, c in enumerate(costs):
         table[ell, : c.shape[0]] = c
 
     def extra(observed):
-        return {"representation_cost": table, "objective": observed["objective"] + below,
-                "lower_bound": observed["lower_bound"] + below, "regulariser": observed["regulariser"] + below}
+        masses = np.full((flow.depth, size), np.nan)
+        for ell, c in enumerate(costs):
+            if flow.skip or ell == flow.depth - 1:
+                masses[ell, : c.shape[0]] = observed["mass"]
+            else:
+                cheapest = np.isclose(c, c.min(), rtol=1e-12, atol=0.0)
+                masses[ell, : c.shape[0]] = cheapest / cheapest.sum()
+        return {"representation_cost": table, "layer_mass": masses, "middle_weight": representation,
+                "objective": observed["objective"] + below, "lower_bound": observed["lower_bound"] + below,
+                "regulariser": observed["regulariser"] + below}
 
     coords = {"layer": (("layer",), np.arange(1, flow.depth + 1), {"long_name": "hidden layer index"}),
-              "unit": (("unit",), np.arange(max(widths)), {"long_name": "unit index within a layer"})}
+              "link": (("link",), np.arange(1, flow.depth), {"long_name": "weights from hidden layer ℓ to ℓ + 1"}),
+              "unit": (("unit",), np.arange(size), {"long_name": "unit index within a layer"}),
+              "source": (("source",), np.arange(size), {"long_name": "unit index within the layer below"})}
     return Phi, cost, jnp.asarray(lam, dtype), extra, coords
 
 
 def _basis_pursuit(h, targets):
-    """β_b = min {Σ_a |v_a| : Σ_a v_a h_a = t_b} for each target row t_b (inf where t_b is not in the span of the
-    h_a): linear programs in v = v⁺ − v⁻ ≥ 0, by HiGHS — exact, where a first-order method would leave a tolerance."""
+    """β_b = min {Σ_a |v_a| : Σ_a v_a h_a = t_b} for each target row t_b, and the minimisers v_b as the columns of
+    an (A, B) matrix (β = inf and v = NaN where t_b is not in the span of the h_a): linear programs in
+    v = v⁺ − v⁻ ≥ 0, by HiGHS — exact, where a first-order method would leave a tolerance."""
     A = h.shape[0]
     equality = np.concatenate([h.T, -h.T], axis=1)
-    out = np.full(targets.shape[0], np.inf)
+    beta, v = np.full(targets.shape[0], np.inf), np.full((A, targets.shape[0]), np.nan)
     for b, target in enumerate(targets):
         lp = scipy.optimize.linprog(np.ones(2 * A), A_eq=equality, b_eq=target, bounds=(0, None), method="highs")
         if lp.status == 0:
-            out[b] = lp.fun
-    return out
+            beta[b], v[:, b] = lp.fun, lp.x[:A] - lp.x[A:]
+    return beta, v
 
 
 def _scatter(observed, usable):
@@ -322,6 +339,10 @@ _DESCRIPTIONS = {
     "duality_gap": ((), {"long_name": "objective − lower_bound: bounds the distance to the optimum", "units": "1"}),
     "support_size": ((), {"long_name": "candidates with p_a > 1e-6 max p", "units": "1"}),
     "prediction": (("sample", "output"), {"long_name": "network output f(x_i) at the optimum", "units": "1"}),
+    "layer_mass": (("layer", "unit"), {"long_name": "optimal density p_ℓ on each hidden layer's units (a Res-Net's "
+                                               "one density over trajectories repeated)", "units": "1"}),
+    "middle_weight": (("link", "source", "unit"), {"long_name": "ŵ_{ℓ+1}(a, b) / p_{ℓ+1}(b): the least-ℓ1 "
+                                                  "representation of unit b by the units a of the layer below", "units": "1"}),
     "representation_cost": (("layer", "unit"), {"long_name": "c_ℓ: first-layer cost (λ/2)|w_1|², then (λ/2) β² with β "
                                                 "the least ℓ1 norm producing the unit from the layer below", "units": "1"}),
 }

@@ -119,6 +119,10 @@ def test_deep_program_equals_enumeration(arch):
     c1 = 0.025 * np.sum(W["w1"] ** 2, axis=1)
     c2 = 0.025 * np.array([_least_l1(np.tanh(theta1), t) for t in targets]) ** 2
     np.testing.assert_allclose(ds.representation_cost.values, [c1, c2], rtol=1e-8)
+    v = ds.middle_weight.values[0]  # produces each layer-2 unit from layer 1, at the least ℓ1 norm
+    np.testing.assert_allclose(v.T @ np.tanh(theta1), targets, atol=1e-12)
+    np.testing.assert_allclose(0.025 * np.abs(v).sum(axis=0) ** 2, c2, rtol=1e-8)
+    np.testing.assert_allclose(ds.layer_mass.sum("unit").values, 1.0, rtol=1e-12)
     cost = c1 + c2 if arch == "resnet" else c2
     reference = _brute_force(np.tanh(theta2).T, np.asarray(data.y), 0.05, cost, 0.0)
     reference += 0.0 if arch == "resnet" else c1.min()
