@@ -175,7 +175,7 @@ def _feature_flow_program(algorithm, problem, key, dtype):
     costs = [0.5 * lam * np.sum(np.asarray(weights[0]) ** 2, axis=1)]
     representation = np.full((max(flow.depth - 1, 0), size, size), np.nan)
     for ell in range(flow.depth - 1):
-        h = np.asarray(flow._activation(ell)(thetas[ell]))
+        h = np.asarray(flow.activation(ell)(thetas[ell]))
         targets = thetas[ell + 1] - thetas[ell] if flow.skip else thetas[ell + 1]
         beta, v = _basis_pursuit(h, targets)
         costs.append(0.5 * lam * beta**2)
@@ -184,7 +184,7 @@ def _feature_flow_program(algorithm, problem, key, dtype):
     # below the last have their own densities, each concentrated on its cheapest units (τ = 0).
     cost = np.sum(costs, axis=0) if flow.skip else costs[-1]
     below = 0.0 if flow.skip else sum(float(np.min(c)) for c in costs[:-1])
-    Phi = np.asarray(flow._activation(flow.depth - 1)(thetas[-1])).T
+    Phi = np.asarray(flow.activation(flow.depth - 1)(thetas[-1])).T
     table = np.full((flow.depth, size), np.nan)
     for ell, c in enumerate(costs):
         table[ell, : c.shape[0]] = c

@@ -113,17 +113,18 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
             out.update({name: (m, data.n) for name, m in zip(self._feature_names(), widths)})
         return out
 
-    def _activation(self, ell: int):
+    def activation(self, ell: int):
+        """h of hidden layer ℓ + 1 (0-based `ell`), an element-wise function."""
         return activations.get(self.activations[ell])
 
     def _propagate(self, ell: int, theta, w):
         """θ_{ℓ+1} = s θ_ℓ + (1/m_ℓ) w^T h_ℓ(θ_ℓ) (0-based `ell`)."""
-        out = w.T @ self._activation(ell)(theta) / theta.shape[0]
+        out = w.T @ self.activation(ell)(theta) / theta.shape[0]
         return theta + out if self.skip else out
 
     def _output(self, theta, w):
         """f = (1/m_L) Σ_i w_{L+1,i} h_L(θ_{L,i}), shape (n, k)."""
-        return self._activation(self.depth - 1)(theta).T @ w / theta.shape[0]
+        return self.activation(self.depth - 1)(theta).T @ w / theta.shape[0]
 
     def forward(self, weights: list, X) -> tuple[list, Array]:
         """Features θ_1..θ_L (each (m_ℓ, n_X)) and outputs f (n_X, k) of the network with `weights` at the rows of X."""
@@ -167,7 +168,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         back = weights[-1] @ delta_out.T
         for ell in reversed(range(self.depth)):
             # h'(θ) ⊙ back, as the tangent of the element-wise activation.
-            deltas[ell] = jax.jvp(self._activation(ell), (thetas[ell],), (back,))[1]
+            deltas[ell] = jax.jvp(self.activation(ell), (thetas[ell],), (back,))[1]
             if self.skip and ell < self.depth - 1:
                 deltas[ell] = deltas[ell] + deltas[ell + 1]
             if ell > 0:
@@ -177,7 +178,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
     def _velocities(self, thetas: list, weights: list, data: Dataset, features: bool = True) -> tuple[list, list]:
         """∂_t w_1..w_{L+1} and (with `features`) ∂_t θ_1..θ_L."""
         _, delta_out, deltas = self._signals(thetas, weights, data)
-        hs = [self._activation(ell)(theta) for ell, theta in enumerate(thetas)]
+        hs = [self.activation(ell)(theta) for ell, theta in enumerate(thetas)]
         data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
         reg_grads = jax.grad(self.regulariser)(weights, self.smoothing)
         rates = self._multipliers(weights)
@@ -188,7 +189,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
             return dw, []
         dtheta = [(dw[0] @ data.X.T).astype(thetas[0].dtype)]
         for ell in range(self.depth - 1):
-            h, hdot = jax.jvp(self._activation(ell), (thetas[ell],), (dtheta[ell],))
+            h, hdot = jax.jvp(self.activation(ell), (thetas[ell],), (dtheta[ell],))
             step = (dw[ell + 1].T @ h + weights[ell + 1].T @ hdot) / h.shape[0]
             dtheta.append(dtheta[ell] + step if self.skip else step)
         return dw, dtheta
@@ -240,7 +241,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
                     f"measures.DiverseFeatures needs m ≥ n: at least as many units as training points in every hidden "
                     f"layer that feeds another, but layer {ell + 1} has m = {m} units for n = {n} training points. Use "
                     f"wider layers, fewer points, or measures.IIDLayers.")
-            h = self._activation(ell)(theta)
+            h = self.activation(ell)(theta)
             gram = h.T @ h / m
             eigenvalues, vectors = jnp.linalg.eigh(gram)
             if is_concrete(eigenvalues):
@@ -263,7 +264,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         f = self._output(thetas[-1], weights[-1])
         ell = losses.get(self.loss)
         dw, dtheta = self._velocities(thetas, weights, data)
-        grams = [self._activation(i)(theta).T @ self._activation(i)(theta) / theta.shape[0] for i, theta in enumerate(thetas)]
+        grams = [self.activation(i)(theta).T @ self.activation(i)(theta) / theta.shape[0] for i, theta in enumerate(thetas)]
         spectra = jnp.stack([jnp.linalg.eigvalsh(K)[::-1] for K in grams])
         out = {
             "loss": jnp.mean(ell(f, data.y)),
