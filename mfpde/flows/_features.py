@@ -161,24 +161,23 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         return [widths[ell] * widths[ell + 1] * xi[ell] for ell in range(self.depth + 1)]
 
     def _signals(self, thetas: list, weights: list, data: Dataset):
-        """Outputs f and the backward signals δ_{L+1} (n, k) and δ_1..δ_L (each (m_ℓ, n))."""
+        """Outputs f, the backward signals δ_{L+1} (n, k) and δ_1..δ_L (each (m_ℓ, n)), and h_ℓ(θ_ℓ)."""
         f = self._output(thetas[-1], weights[-1])
         delta_out = jax.grad(lambda f: jnp.mean(losses.get(self.loss)(f, data.y)))(f)
-        deltas = [None] * self.depth
+        deltas, hs = [None] * self.depth, [None] * self.depth
         back = weights[-1] @ delta_out.T
         for ell in reversed(range(self.depth)):
-            # h'(θ) ⊙ back, as the tangent of the element-wise activation.
-            deltas[ell] = jax.jvp(self.activation(ell), (thetas[ell],), (back,))[1]
+            # h(θ), and h'(θ) ⊙ back as the tangent of the element-wise activation.
+            hs[ell], deltas[ell] = jax.jvp(self.activation(ell), (thetas[ell],), (back,))
             if self.skip and ell < self.depth - 1:
                 deltas[ell] = deltas[ell] + deltas[ell + 1]
             if ell > 0:
                 back = weights[ell] @ deltas[ell] / deltas[ell].shape[0]
-        return f, delta_out, deltas
+        return f, delta_out, deltas, hs
 
     def _velocities(self, thetas: list, weights: list, data: Dataset, features: bool = True) -> tuple[list, list]:
         """∂_t w_1..w_{L+1} and (with `features`) ∂_t θ_1..θ_L."""
-        _, delta_out, deltas = self._signals(thetas, weights, data)
-        hs = [self.activation(ell)(theta) for ell, theta in enumerate(thetas)]
+        _, delta_out, deltas, hs = self._signals(thetas, weights, data)
         data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
         reg_grads = jax.grad(self.regulariser)(weights, self.smoothing)
         rates = self._multipliers(weights)
@@ -189,8 +188,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
             return dw, []
         dtheta = [(dw[0] @ data.X.T).astype(thetas[0].dtype)]
         for ell in range(self.depth - 1):
-            h, hdot = jax.jvp(self.activation(ell), (thetas[ell],), (dtheta[ell],))
-            step = (dw[ell + 1].T @ h + weights[ell + 1].T @ hdot) / h.shape[0]
+            hdot = jax.jvp(self.activation(ell), (thetas[ell],), (dtheta[ell],))[1]
+            step = (dw[ell + 1].T @ hs[ell] + weights[ell + 1].T @ hdot) / hdot.shape[0]
             dtheta.append(dtheta[ell] + step if self.skip else step)
         return dw, dtheta
 
@@ -264,7 +263,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         f = self._output(thetas[-1], weights[-1])
         ell = losses.get(self.loss)
         dw, dtheta = self._velocities(thetas, weights, data)
-        grams = [self.activation(i)(theta).T @ self.activation(i)(theta) / theta.shape[0] for i, theta in enumerate(thetas)]
+        hs = [self.activation(i)(theta) for i, theta in enumerate(thetas)]
+        grams = [h.T @ h / h.shape[0] for h in hs]
         spectra = jnp.stack([jnp.linalg.eigvalsh(K)[::-1] for K in grams])
         out = {
             "loss": jnp.mean(ell(f, data.y)),
