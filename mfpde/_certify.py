@@ -46,7 +46,7 @@ def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | 
     if isinstance(problem.flow, TwoLayer):
         t, objective, support, residuals = _two_layer(sol, problem, time)
     else:
-        t, objective, support, residuals = _feature_flow(sol, problem, time)
+        t, objective, support, residuals = _feature_flow(sol, problem, time, convex)
     flow, data = problem.flow, problem.data
     optimum = solve(StationaryProblem(flow, data, support), convex, **options).dataset
     best = float(optimum.objective)
@@ -94,8 +94,11 @@ def _two_layer(sol, problem, time):
     return t, float(flow.energy(positions, masses, data)), support, residuals
 
 
-def _feature_flow(sol, problem, time):
+def _feature_flow(sol, problem, time, convex):
     flow, data = problem.flow, problem.data
+    if np.any(np.asarray(getattr(convex, "entropy", 0.0)) != 0):
+        raise ValueError("`convex` must have no `entropy`: the flow's objective has none, so a program with entropies "
+                         "is no bound on it.")
     names = [f"w{ell}" for ell in range(1, flow.depth + 2)]
     if any(name not in sol.dataset for name in names):
         raise ValueError("`sol` holds no weights: solve with solvers.Units(..., save_state=True).")

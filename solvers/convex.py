@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import scipy.optimize
+import scipy.special
 
 import mfpde
 from mfpde._solution import make_dataset, warn_or_raise
@@ -48,22 +49,31 @@ class Convex(mfpde.AbstractAlgorithm):
     the linear cost Σ_b p_{ℓ+1}(b) c(b), c(b) = (λ/2) β_b², with β_b = min {|v|_1 : Σ_a v_a h(θ_{ℓ,a}) = t_b} a basis
     pursuit (a linear program, solved exactly by HiGHS). The first layer costs (λ/2)|w_{1,a}|². What remains is the
     two-layer program above on the last layer's features φ_a = h_L(θ_{L,a}) with λ_u = λ and the linear cost of the
-    last layer (Res-Net: one density over trajectories, so every layer's cost adds up on the same candidate); the
-    other layers of a plain network each put their mass on their cheapest unit (τ = 0). Its optimum lower-bounds the
-    flow's objective J on the same units.
+    last layer (Res-Net: one density over trajectories, so every layer's cost adds up on the same candidate). The
+    other layers of a plain network enter only through their linear costs and entropies τ_ℓ Σ p_ℓ log p_ℓ
+    (`entropy`), so each is solved in closed form: all its mass on its cheapest units for τ_ℓ = 0, the Gibbs density
+    p_ℓ ∝ exp(−c_ℓ/τ_ℓ) with value −τ_ℓ log Σ_a exp(−c_ℓ(a)/τ_ℓ) otherwise. A Res-Net's entropies all fall on its one
+    density and add up. Without entropies its optimum lower-bounds the flow's objective J on the same units.
 
     **Arguments:**
 
     - `n`: the number of candidates A drawn from `problem.init` (default: all of an explicit `measures.Particles`); for
       a feature flow, the units per hidden layer (default: those of an explicit `measures.Layers`).
+    - `entropy`: for a feature flow, the entropy weights τ_ℓ ≥ 0 of the hidden layers' densities, one scalar for all
+      or one per hidden layer (default 0). A two-layer flow's entropy weight is its own `temperature`.
     """
 
     n: int | tuple[int, ...] | None = eqx.field(static=True, default=None)
+    entropy: float | tuple[float, ...] = eqx.field(static=True, default=0.0)
 
     def __check_init__(self):
         for n in np.atleast_1d(self.n if self.n is not None else 1):
             if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"`n` of Convex must be a positive integer or one per hidden layer, got {self.n!r}.")
+        taus = np.atleast_1d(np.asarray(self.entropy, dtype=object))
+        if taus.ndim != 1 or not all(isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool)
+                                     and np.isfinite(t) and t >= 0 for t in taus):
+            raise ValueError(f"`entropy` of Convex must be a finite number ≥ 0 or one per hidden layer, got {self.entropy!r}.")
 
     def solve(self, problem: mfpde.StationaryProblem, *, solver=None, rtol=None, atol=None, gap_rtol=None,
               max_steps: int = 2_000, rounds: int = 20, key=0, throw: bool = False) -> mfpde.Solution:
@@ -88,7 +98,7 @@ class Convex(mfpde.AbstractAlgorithm):
         `lower_bound`, `duality_gap`, `support_size`; the `prediction` on the training points; `num_steps` (over all
         rounds), `rounds` and `result`. A two-layer program adds the positions `theta` (with the optimal u_a); a
         feature flow's adds `layer_mass` (layer, unit), the `middle_weight` (link, source, unit) that produce each
-        unit from the layer below, and their `representation_cost` (layer, unit).
+        unit from the layer below, their `representation_cost` (layer, unit), and `layer_entropy` (layer).
         """
         if not isinstance(problem, mfpde.StationaryProblem):
             raise TypeError(f"`problem` of Convex must be an mfpde.StationaryProblem, got {type(problem).__name__}.")
@@ -112,11 +122,11 @@ class Convex(mfpde.AbstractAlgorithm):
             key = jax.random.key(int(key))
         build = _two_layer_program if isinstance(flow, mfpde.flows.TwoLayer) else _feature_flow_program
         with Timer() as timer:
-            Phi, cost, lam, extra, coords = build(self, problem, key, dtype)
+            Phi, cost, lam, tau, extra, coords = build(self, problem, key, dtype)
             usable = np.isfinite(cost)
             observed, stats = jax.device_get(_simplex_program(
-                jnp.asarray(Phi[:, usable]), data.y, jnp.asarray(cost[usable]), lam, flow.temperature.astype(dtype),
-                solver, float(flow.temperature) > 0, max_steps, rounds, gap_rtol, tol))
+                jnp.asarray(Phi[:, usable]), data.y, jnp.asarray(cost[usable]), lam, jnp.asarray(tau, dtype), solver,
+                float(tau) > 0, max_steps, rounds, gap_rtol, tol))
         observed = _scatter(observed, usable)
         observed |= extra(observed)
         dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer, coords)
@@ -124,8 +134,10 @@ class Convex(mfpde.AbstractAlgorithm):
 
 
 def _two_layer_program(algorithm, problem, key, dtype):
-    """Φ, the linear cost c and λ_u of a TwoLayer flow's program on candidates drawn from `problem.init`."""
+    """Φ, the linear cost c, λ_u and τ of a TwoLayer flow's program on candidates drawn from `problem.init`."""
     flow, data = problem.flow, problem.data
+    if np.any(np.asarray(algorithm.entropy) != 0):
+        raise ValueError("`entropy` of Convex is for feature flows: a TwoLayer flow's entropy weight is its `temperature`.")
     if not flow.train_output:
         raise ValueError("`train_output` of the flow must be True for Convex: the output weights are its variables.")
     decay = flow.weight_decay(data, dtype)
@@ -150,11 +162,11 @@ def _two_layer_program(algorithm, problem, key, dtype):
         return {"theta": np.asarray(theta.at[:, :k].set(observed["output_weight"]))}
 
     coords = {"param": (("param",), np.array(flow.coordinates(data), dtype=object), {"long_name": "coordinate of θ"})}
-    return np.asarray(Phi), np.asarray(cost), decay[0], extra, coords
+    return np.asarray(Phi), np.asarray(cost), decay[0], flow.temperature, extra, coords
 
 
 def _feature_flow_program(algorithm, problem, key, dtype):
-    """Φ, c and λ of a feature flow's program (class docstring) on the units of a network drawn from
+    """Φ, c, λ and τ of a feature flow's program (class docstring) on the units of a network drawn from
     `problem.init` (e.g. `measures.Layers` of a trained network): basis pursuit for the middle layers' costs."""
     flow, data = problem.flow, problem.data
     if flow.penalty != "convex":
@@ -167,6 +179,11 @@ def _feature_flow_program(algorithm, problem, key, dtype):
         raise ValueError("`n` of Convex (the candidate units per hidden layer) is needed unless `init` is an explicit "
                          "measures.Layers.")
     widths = tuple(int(w) for w in np.broadcast_to(widths, (flow.depth,)))
+    taus = np.asarray(algorithm.entropy, dtype=np.float64)
+    if taus.ndim == 1 and taus.shape != (flow.depth,):
+        raise ValueError(f"`entropy` of Convex must be a scalar or have one entry per hidden layer ({flow.depth}), "
+                         f"got {algorithm.entropy!r}.")
+    taus = np.broadcast_to(taus, (flow.depth,))
     state = flow.initial_state(problem.init, key, flow.shapes(widths, data), data)
     weights = [state[f"w{ell}"] for ell in range(1, flow.depth + 2)]
     thetas = [np.asarray(theta, dtype=np.float64) for theta in flow.forward(weights, data.X)[0]]
@@ -180,10 +197,13 @@ def _feature_flow_program(algorithm, problem, key, dtype):
         beta, v = _basis_pursuit(h, targets)
         costs.append(0.5 * lam * beta**2)
         representation[ell, : v.shape[0], : v.shape[1]] = v
-    # A Res-Net's units are trajectories with one density: their costs add up. A plain network's hidden layers
-    # below the last have their own densities, each concentrated on its cheapest units (τ = 0).
+    # A Res-Net's units are trajectories with one density: their costs and entropies add up. A plain network's
+    # hidden layers below the last have their own densities, each solved in closed form.
     cost = np.sum(costs, axis=0) if flow.skip else costs[-1]
-    below = 0.0 if flow.skip else sum(float(np.min(c)) for c in costs[:-1])
+    tau = float(np.sum(taus)) if flow.skip else float(taus[-1])
+    lower = [] if flow.skip else [_linear_entropic(c, t) for c, t in zip(costs[:-1], taus[:-1])]
+    below_cost = sum(float(np.sum(p[p > 0] * c[p > 0])) for p, c in zip(lower, costs))
+    below_entropy = sum(t * _plogp(p) for p, t in zip(lower, taus))
     Phi = np.asarray(flow.activation(flow.depth - 1)(thetas[-1])).T
     table = np.full((flow.depth, size), np.nan)
     for ell, c in enumerate(costs):
@@ -192,20 +212,31 @@ def _feature_flow_program(algorithm, problem, key, dtype):
     def extra(observed):
         masses = np.full((flow.depth, size), np.nan)
         for ell, c in enumerate(costs):
-            if flow.skip or ell == flow.depth - 1:
-                masses[ell, : c.shape[0]] = observed["mass"]
-            else:
-                cheapest = np.isclose(c, c.min(), rtol=1e-12, atol=0.0)
-                masses[ell, : c.shape[0]] = cheapest / cheapest.sum()
+            masses[ell, : c.shape[0]] = lower[ell] if ell < len(lower) else observed["mass"]
+        below = below_cost + below_entropy
         return {"representation_cost": table, "layer_mass": masses, "middle_weight": representation,
+                "layer_entropy": np.array([_plogp(p[np.isfinite(p)]) for p in masses]),
                 "objective": observed["objective"] + below, "lower_bound": observed["lower_bound"] + below,
-                "regulariser": observed["regulariser"] + below}
+                "regulariser": observed["regulariser"] + below_cost}
 
     coords = {"layer": (("layer",), np.arange(1, flow.depth + 1), {"long_name": "hidden layer index"}),
               "link": (("link",), np.arange(1, flow.depth), {"long_name": "weights from hidden layer ℓ to ℓ + 1"}),
               "unit": (("unit",), np.arange(size), {"long_name": "unit index within a layer"}),
               "source": (("source",), np.arange(size), {"long_name": "unit index within the layer below"})}
-    return Phi, cost, jnp.asarray(lam, dtype), extra, coords
+    return Phi, cost, jnp.asarray(lam, dtype), tau, extra, coords
+
+
+def _linear_entropic(cost, tau):
+    """argmin over the simplex of Σ_a p_a c_a + τ Σ_a p_a log p_a: the Gibbs density ∝ exp(−c/τ), or for τ = 0 the
+    uniform density on the cheapest entries (units that cannot be represented have c = ∞ and no mass)."""
+    if tau > 0:
+        return scipy.special.softmax(-cost / tau)
+    cheapest = np.isclose(cost, np.min(cost), rtol=1e-12, atol=0.0)
+    return cheapest / cheapest.sum()
+
+
+def _plogp(p):
+    return float(np.sum(p[p > 0] * np.log(p[p > 0])))
 
 
 def _basis_pursuit(h, targets):
@@ -333,8 +364,10 @@ _DESCRIPTIONS = {
     "output_weight": (("candidate", "output"), {"long_name": "optimal output weights u_a = ŵ_a / p_a", "units": "1"}),
     "objective": ((), {"long_name": "optimal value of the convex program", "units": "1"}),
     "loss": ((), {"long_name": "training loss E_i ½|f(x_i) − y_i|² at the optimum", "units": "1"}),
-    "regulariser": ((), {"long_name": "(λ_u/2) Σ p|u|² + Σ c_a p_a at the optimum", "units": "1"}),
-    "entropy": ((), {"long_name": "Σ_a p_a log p_a at the optimum", "units": "1"}),
+    "regulariser": ((), {"long_name": "(λ_u/2) Σ p|u|² + Σ c_a p_a at the optimum (all layers' costs)", "units": "1"}),
+    "entropy": ((), {"long_name": "Σ_a p_a log p_a at the optimum (the last layer's density)", "units": "1"}),
+    "layer_entropy": (("layer",), {"long_name": "Σ_a p_ℓ(a) log p_ℓ(a) of each hidden layer's optimal density",
+                                   "units": "1"}),
     "lower_bound": ((), {"long_name": "certified lower bound on the optimal value (convexity)", "units": "1"}),
     "duality_gap": ((), {"long_name": "objective − lower_bound: bounds the distance to the optimum", "units": "1"}),
     "support_size": ((), {"long_name": "candidates with p_a > 1e-6 max p", "units": "1"}),

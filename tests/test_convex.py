@@ -101,17 +101,19 @@ def _least_l1(h, target):
     return best
 
 
+@pytest.mark.parametrize("taus", [(0.0, 0.0), (0.03, 0.02)])
 @pytest.mark.parametrize("arch", ["dnn", "resnet"])
-def test_deep_program_equals_enumeration(arch):
+def test_deep_program_equals_enumeration(arch, taus):
     """Two hidden layers of three candidate units on n = 2 points: the layer-1 costs (λ/2)|w_1|², the least-ℓ1
     representation of each layer-2 unit by enumeration of basic solutions, and the output layer's program by the
-    brute force above."""
+    brute force above; with entropies, a plain network's first layer by its Gibbs density and a Res-Net's one
+    density with the sum of the entropy weights."""
     data = mfpde.datasets.teacher(2, n=2, d=2)
     rng = np.random.default_rng(1)
     W = {"w1": rng.normal(size=(3, 2)), "w2": rng.normal(size=(3, 3)), "w3": rng.normal(size=(3, 1))}
     Flow = mfpde.flows.FeatureDNN if arch == "dnn" else mfpde.flows.FeatureResNet
     flow = Flow(activations=("tanh", "tanh"), penalty="convex", l2=0.05)
-    ds = mfpde.solve(mfpde.StationaryProblem(flow, data, mfpde.measures.Layers(**W)), Convex()).dataset
+    ds = mfpde.solve(mfpde.StationaryProblem(flow, data, mfpde.measures.Layers(**W)), Convex(entropy=taus)).dataset
     X = np.asarray(data.X)
     theta1 = W["w1"] @ X.T
     theta2 = W["w2"].T @ np.tanh(theta1) / 3 + (theta1 if arch == "resnet" else 0.0)
@@ -124,20 +126,32 @@ def test_deep_program_equals_enumeration(arch):
     np.testing.assert_allclose(0.025 * np.abs(v).sum(axis=0) ** 2, c2, rtol=1e-8)
     np.testing.assert_allclose(ds.layer_mass.sum("unit").values, 1.0, rtol=1e-12)
     cost = c1 + c2 if arch == "resnet" else c2
-    reference = _brute_force(np.tanh(theta2).T, np.asarray(data.y), 0.05, cost, 0.0)
-    reference += 0.0 if arch == "resnet" else c1.min()
+    reference = _brute_force(np.tanh(theta2).T, np.asarray(data.y), 0.05, cost, sum(taus) if arch == "resnet" else taus[1])
+    if arch == "dnn":
+        # min over p_1 of c_1·p_1 + τ_1 Σ p_1 log p_1, by a generic minimiser on the simplex's softmax chart.
+        first = lambda s: (lambda p: c1 @ p + taus[0] * np.sum(p * np.log(p)))(np.exp(s - np.logaddexp.reduce(s)))
+        reference += (c1.min() if taus[0] == 0 else
+                      scipy.optimize.minimize(first, np.zeros(3), method="Nelder-Mead",
+                                              options={"xatol": 1e-12, "fatol": 1e-16, "maxiter": 20_000}).fun)
+        if taus[0] > 0:
+            p1 = ds.layer_mass.values[0]
+            np.testing.assert_allclose(p1, np.exp(-c1 / taus[0]) / np.exp(-c1 / taus[0]).sum(), rtol=1e-10)
+            np.testing.assert_allclose(float(ds.layer_entropy[0]), np.sum(p1 * np.log(p1)), rtol=1e-12)
     assert abs(float(ds.objective) - reference) < 1e-8 * abs(reference)
     assert float(ds.lower_bound) <= reference + 1e-14
+    assert float(ds.duality_gap) < 1e-7 * abs(reference)
 
 
-def test_deep_program_lower_bounds_every_feasible_point():
+@pytest.mark.parametrize("taus", [(0.0, 0.0), (0.02, 0.01)])
+def test_deep_program_lower_bounds_every_feasible_point(taus):
     """The undecomposed program of a plain network with two hidden layers, evaluated at random feasible points
     (p_1, p_2, ŵ_2 with t_b p_2(b) = Σ_a ŵ_2(a, b) h(θ_{1,a}), ŵ_3), never goes below the reported optimum."""
     data = mfpde.datasets.teacher(3, n=3, d=2)
     rng = np.random.default_rng(2)
     W = {"w1": rng.normal(size=(5, 2)), "w2": rng.normal(size=(5, 4)), "w3": rng.normal(size=(4, 1))}
     flow = mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), penalty="convex", l2=0.05)
-    optimum = float(mfpde.solve(mfpde.StationaryProblem(flow, data, mfpde.measures.Layers(**W)), Convex()).dataset.objective)
+    problem = mfpde.StationaryProblem(flow, data, mfpde.measures.Layers(**W))
+    optimum = float(mfpde.solve(problem, Convex(entropy=taus)).dataset.objective)
     X, y = np.asarray(data.X), np.asarray(data.y)
     h1 = np.tanh(W["w1"] @ X.T)
     theta2 = W["w2"].T @ h1 / 5
@@ -150,12 +164,14 @@ def test_deep_program_lower_bounds_every_feasible_point():
         w3 = rng.normal(size=(4, 1)) * p2[:, None]
         f = h2.T @ w3
         value = (0.5 * np.mean((f - y) ** 2) + 0.025 * np.sum(W["w1"] ** 2, axis=1) @ p1
-                 + 0.025 * np.sum(np.abs(w2).sum(axis=0) ** 2 / p2) + 0.025 * np.sum(w3[:, 0] ** 2 / p2))
+                 + 0.025 * np.sum(np.abs(w2).sum(axis=0) ** 2 / p2) + 0.025 * np.sum(w3[:, 0] ** 2 / p2)
+                 + taus[0] * np.sum(p1 * np.log(p1)) + taus[1] * np.sum(p2 * np.log(p2)))
         values.append(value)
     # The flow's own point (uniform masses, ŵ = w / m²) is one of them, and the closest.
     own = (0.5 * np.mean((h2.T @ W["w3"] / 4 - y) ** 2) + 0.025 * np.mean(np.sum(W["w1"] ** 2, axis=1))
            + 0.025 * np.mean((np.abs(W["w2"]).sum(axis=0) / 5) ** 2) + 0.025 * np.mean(W["w3"][:, 0] ** 2))
     np.testing.assert_allclose(own, float(flow.energy(W, data)), rtol=1e-12)
+    own -= taus[0] * np.log(5) + taus[1] * np.log(4)
     assert optimum <= min(*values, own)
 
 
@@ -170,6 +186,8 @@ def test_certify_feature_flow():
         assert float(c.gap) > 0 and float(c.convex_duality_gap) < 1e-7 * float(c.objective)
         assert c.weight_speed.dims == ("weight_layer",) and c.feature_speed.dims == ("layer",)
     assert float(checks[0].gap) > 3 * float(checks[-1].gap) and float(checks[1].gap) > float(checks[-1].gap)
+    with pytest.raises(ValueError, match="`convex` must have no `entropy`"):
+        mfpde.certify(sol, Convex(entropy=0.1))
 
 
 def test_bad_input():
@@ -181,11 +199,19 @@ def test_bad_input():
         mfpde.solve(mfpde.StationaryProblem(mfpde.flows.TwoLayer(l2=0.1), data, init), Convex())
     with pytest.raises(ValueError, match="`n` of Convex must be a positive integer"):
         Convex(n=0)
+    for entropy in (-0.1, np.nan, (0.1, "a")):
+        with pytest.raises(ValueError, match="`entropy` of Convex must be a finite number ≥ 0"):
+            Convex(entropy=entropy)
+    with pytest.raises(ValueError, match="`entropy` of Convex is for feature flows"):
+        mfpde.solve(mfpde.StationaryProblem(mfpde.flows.TwoLayer(l2=0.1), data, init), Convex(n=4, entropy=0.1))
     with pytest.raises(ValueError, match="`rounds` must be a positive integer"):
         mfpde.solve(mfpde.StationaryProblem(mfpde.flows.TwoLayer(l2=0.1), data, init), Convex(n=4), rounds=0)
     deep = mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), l2=0.1)
     with pytest.raises(ValueError, match="`penalty` of the flow must be 'convex'"):
         mfpde.solve(mfpde.StationaryProblem(deep, data, mfpde.measures.DiverseFeatures()), Convex(n=8))
+    convex_deep = mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), penalty="convex", l2=0.1)
+    with pytest.raises(ValueError, match="`entropy` of Convex must be a scalar or have one entry per hidden layer \\(2\\)"):
+        mfpde.solve(mfpde.StationaryProblem(convex_deep, data, mfpde.measures.DiverseFeatures()), Convex(n=8, entropy=(0.1,) * 3))
     with pytest.raises(ValueError, match="`n` of Convex \\(the candidate units per hidden layer\\) is needed"):
         mfpde.solve(mfpde.StationaryProblem(mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), penalty="convex", l2=0.1),
                                             data, mfpde.measures.DiverseFeatures()), Convex())

@@ -39,14 +39,15 @@ def _plain_gradient_flow(weights, X, y, *, skip, l2, t1, ts):
     return sol.ys
 
 
-@pytest.mark.parametrize("form", ["weights", "features"])
+# Width 16 > 2n takes the features form's kernel path (−K_ℓ δ_{ℓ+1}), width 8 its weight-velocity product.
+@pytest.mark.parametrize(("form", "m"), [("weights", 8), ("features", 8), ("features", 16)])
 @pytest.mark.parametrize("arch", ["dnn", "resnet"])
-def test_finite_width_equals_plain_gradient_flow(arch, form):
+def test_finite_width_equals_plain_gradient_flow(arch, form, m):
     data = _data()
     flow = FLOWS[arch](activations=("tanh", "tanh", "tanh"), form=form, l2=0.01)
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.DiverseFeatures(output_std=0.5), (0.0, 2.0))
     ts = np.linspace(0.0, 2.0, 3)
-    ds = mfpde.solve(prob, Units(widths=(8, 8, 8), save_state=True), saveat=ts, key=1, rtol=1e-11, atol=1e-13).dataset
+    ds = mfpde.solve(prob, Units(widths=(m, m, m), save_state=True), saveat=ts, key=1, rtol=1e-11, atol=1e-13).dataset
     weights = [jnp.asarray(ds[f"w{i}"].values[0]) for i in range(1, 5)]
     reference = _plain_gradient_flow(weights, data.X, data.y, skip=arch == "resnet", l2=0.01, t1=2.0, ts=ts)
     for i, ref in enumerate(reference, start=1):
@@ -56,12 +57,12 @@ def test_finite_width_equals_plain_gradient_flow(arch, form):
     # Observables against the plain network at the end: features, Gram spectra, test loss.
     z = [data.X @ np.asarray(reference[0][-1]).T]
     for w in reference[1:-1]:
-        step = np.tanh(z[-1]) @ np.asarray(w[-1]) / 8
+        step = np.tanh(z[-1]) @ np.asarray(w[-1]) / m
         z.append(z[-1] + step if arch == "resnet" else step)
     if form == "features":
         for i, zi in enumerate(z, start=1):
             np.testing.assert_allclose(ds[f"theta{i}"].values[-1], zi.T, rtol=1e-8, atol=1e-10)
-    spectra = np.stack([np.linalg.eigvalsh(np.tanh(zi) @ np.tanh(zi).T / 8)[::-1] for zi in z])
+    spectra = np.stack([np.linalg.eigvalsh(np.tanh(zi) @ np.tanh(zi).T / m)[::-1] for zi in z])
     np.testing.assert_allclose(ds.gram_eigenvalues.values[-1], spectra, rtol=1e-7, atol=1e-12)
 
 

@@ -189,9 +189,26 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         dtheta = [(dw[0] @ data.X.T).astype(thetas[0].dtype)]
         for ell in range(self.depth - 1):
             hdot = jax.jvp(self.activation(ell), (thetas[ell],), (dtheta[ell],))[1]
-            step = (dw[ell + 1].T @ hs[ell] + weights[ell + 1].T @ hdot) / hdot.shape[0]
+            step = (self._weight_velocity_term(ell, dw, deltas, hs, thetas, weights, xi) +
+                    weights[ell + 1].T @ hdot / hdot.shape[0]).astype(thetas[ell].dtype)
             dtheta.append(dtheta[ell] + step if self.skip else step)
         return dw, dtheta
+
+    def _weight_velocity_term(self, ell: int, dw: list, deltas: list, hs: list, thetas: list, weights: list, xi):
+        """(1/m_ℓ) Σ_i ∂_t w_{ℓ+1,i·} h(θ_{ℓ,i}), the part of ∂_t θ_{ℓ+1} moved by the weights (0-based `ell`).
+
+        With weight decay it is −ξ (K_ℓ δ_{ℓ+1} + λ (θ_{ℓ+1} − s θ_ℓ)): the kernel K_ℓ = (1/m_ℓ) Σ_i h h^T costs
+        (m_ℓ + m_{ℓ+1}) n² against m_ℓ m_{ℓ+1} n for the product, and is used where that is cheaper. The decay term
+        takes θ_{ℓ+1} − s θ_ℓ from the state, equal to (1/m_ℓ) w_{ℓ+1}^T h(θ_ℓ) on the consistency constraint; off it,
+        it pulls the residual back at rate ξλ instead of leaving it as it is.
+        """
+        h = hs[ell]
+        (m, n), m_next = h.shape, deltas[ell + 1].shape[0]
+        if self.penalty != "weight_decay" or n * (m + m_next) >= m * m_next:
+            return dw[ell + 1].T @ h / m
+        lam = self.l2.astype(h.dtype)
+        increment = thetas[ell + 1] - thetas[ell] if self.skip else thetas[ell + 1]
+        return -xi[ell + 1] * (deltas[ell + 1] @ (h.T @ h / m) + lam * increment)
 
     def energy(self, state: dict, data: Dataset):
         """J = E_i ℓ(f_i, y_i) + (λ/2) ‖w‖², with f from the state's last-layer features in form "features"."""
