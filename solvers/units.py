@@ -69,8 +69,9 @@ class Units(mfpde.AbstractAlgorithm):
         shapes = flow.shapes(self.widths, data)
         ts = save_times(saveat, base.tspan)
         key, seed = as_key(key)
-        state0 = flow.initial_state(base.init, jax.random.split(key)[0], shapes, data)
-        y0 = jnp.concatenate([state0[name].reshape(-1) for name in shapes])
+        # Drawn here, outside any trace, so that the measure's checks can warn (e.g. an ill-conditioned Gram matrix);
+        # a single solve and the stiffness probe start from it, an ensemble's points draw their own.
+        y0 = _initial_vector(flow, base.init, jax.random.split(key)[0], shapes, data)
         dtype = y0.dtype
         default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
         rtol = jnp.asarray(default_rtol if rtol is None else rtol, dtype)
@@ -105,7 +106,7 @@ class Units(mfpde.AbstractAlgorithm):
             # stored run's identity too; their reprs show only shapes.
             numerics = eqx.filter((solver, stepsize_controller), eqx.is_array)
             if ensemble is None:
-                observed, stats, _ = jax.device_get(_run(point, base, key, meter))
+                observed, stats, _ = jax.device_get(_run(point, base, key, meter, y0))
             else:
                 if client is not None and directory is None:
                     raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
@@ -127,12 +128,20 @@ class _UnitsPoint(eqx.Module):
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True)
     dtype: np.dtype = eqx.field(static=True)
 
-    def __call__(self, problem, key, meter, restart=None):
+    def __call__(self, problem, key, meter, y0=None):
+        """Solve from `y0`, or from weights drawn with `key`'s first half (the second drives the noise)."""
         init_key, noise_key = jax.random.split(key)
-        state0 = problem.flow.initial_state(problem.init, init_key, dict(self.shapes), problem.data)
-        y0 = jnp.concatenate([state0[name].reshape(-1) for name, _ in self.shapes]).astype(self.dtype)
+        if y0 is None:
+            y0 = _initial_vector(problem.flow, problem.init, init_key, dict(self.shapes), problem.data)
+        y0 = y0.astype(self.dtype)
         span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
         return self.integrate(_LayeredSystem(problem.flow, problem.data, self.shapes), y0, span[0], span, noise_key, meter)
+
+
+def _initial_vector(flow, init, key, shapes: dict, data):
+    """The state at t = 0 drawn from `init`, raveled in the order of `shapes`."""
+    state = flow.initial_state(init, key, shapes, data)
+    return jnp.concatenate([state[name].reshape(-1) for name in shapes])
 
 
 class _LayeredSystem(eqx.Module):
@@ -163,8 +172,8 @@ class _LayeredSystem(eqx.Module):
 
 
 @eqx.filter_jit
-def _run(point, problem, key, meter):
-    return point(problem, key, meter)
+def _run(point, problem, key, meter, y0):
+    return point(problem, key, meter, y0)
 
 
 def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs, ensemble):

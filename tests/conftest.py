@@ -1,7 +1,11 @@
 import gc
+import os
 
-import jax
-import pytest
+# The tests run in two worker processes; on a GPU each would otherwise reserve most of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -70,3 +70,22 @@ def test_shipped_tables():
     assert abs(float(np.asarray(diabetes.y).std()) - 1.0) < 1e-12
     with pytest.raises(ValueError, match="`classes`"):
         mfpde.datasets.digits(classes=(1, 11))
+
+
+@pytest.mark.parametrize("partitionable", [True, False])
+def test_iid_layers_share_first_units_across_widths(partitionable):
+    """Widths N and 2N drawn from one key share their first units exactly; the entries are N(mean, std²)."""
+    init = mfpde.measures.IIDLayers(std=(1.0, 2.0, 0.5), mean=(0.0, 1.0, 0.0))
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", partitionable)
+    try:
+        small = init.sample_layers(jax.random.key(3), {"w1": (40, 3), "w2": (40, 40), "w3": (40, 2)})
+        large = init.sample_layers(jax.random.key(3), {"w1": (80, 3), "w2": (80, 80), "w3": (80, 2)})
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
+    for name, a in small.items():
+        np.testing.assert_array_equal(np.asarray(large[name])[: a.shape[0], : a.shape[1]], np.asarray(a))
+    w2 = np.asarray(large["w2"])
+    assert abs(w2.mean() - 1.0) < 0.1 and abs(w2.std() - 2.0) < 0.1
+    # Rows and columns are not copies of each other.
+    assert np.corrcoef(w2[0], w2[1])[0, 1] < 0.3 and np.corrcoef(w2[:, 0], w2[:, 1])[0, 1] < 0.3

@@ -161,23 +161,24 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         return [widths[ell] * widths[ell + 1] * xi[ell] for ell in range(self.depth + 1)]
 
     def _signals(self, thetas: list, weights: list, data: Dataset):
-        """Outputs f, the backward signals δ_{L+1} (n, k) and δ_1..δ_L (each (m_ℓ, n)), and h_ℓ(θ_ℓ)."""
+        """Outputs f, the backward signals δ_{L+1} (n, k) and δ_1..δ_L (each (m_ℓ, n)), h_ℓ(θ_ℓ) and h_ℓ'(θ_ℓ)."""
         f = self._output(thetas[-1], weights[-1])
         delta_out = jax.grad(lambda f: jnp.mean(losses.get(self.loss)(f, data.y)))(f)
-        deltas, hs = [None] * self.depth, [None] * self.depth
+        deltas, hs, slopes = [None] * self.depth, [None] * self.depth, [None] * self.depth
         back = weights[-1] @ delta_out.T
         for ell in reversed(range(self.depth)):
-            # h(θ), and h'(θ) ⊙ back as the tangent of the element-wise activation.
-            hs[ell], deltas[ell] = jax.jvp(self.activation(ell), (thetas[ell],), (back,))
+            # h(θ) and h'(θ), as the tangent of the element-wise activation along ones.
+            hs[ell], slopes[ell] = jax.jvp(self.activation(ell), (thetas[ell],), (jnp.ones_like(thetas[ell]),))
+            deltas[ell] = slopes[ell] * back
             if self.skip and ell < self.depth - 1:
                 deltas[ell] = deltas[ell] + deltas[ell + 1]
             if ell > 0:
                 back = weights[ell] @ deltas[ell] / deltas[ell].shape[0]
-        return f, delta_out, deltas, hs
+        return f, delta_out, deltas, hs, slopes
 
     def _velocities(self, thetas: list, weights: list, data: Dataset, features: bool = True) -> tuple[list, list]:
         """∂_t w_1..w_{L+1} and (with `features`) ∂_t θ_1..θ_L."""
-        _, delta_out, deltas, hs = self._signals(thetas, weights, data)
+        _, delta_out, deltas, hs, slopes = self._signals(thetas, weights, data)
         data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
         reg_grads = jax.grad(self.regulariser)(weights, self.smoothing)
         rates = self._multipliers(weights)
@@ -188,7 +189,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
             return dw, []
         dtheta = [(dw[0] @ data.X.T).astype(thetas[0].dtype)]
         for ell in range(self.depth - 1):
-            hdot = jax.jvp(self.activation(ell), (thetas[ell],), (dtheta[ell],))[1]
+            hdot = slopes[ell] * dtheta[ell]
             step = (self._weight_velocity_term(ell, dw, deltas, hs, thetas, weights, xi) +
                     weights[ell + 1].T @ hdot / hdot.shape[0]).astype(thetas[ell].dtype)
             dtheta.append(dtheta[ell] + step if self.skip else step)

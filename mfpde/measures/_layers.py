@@ -9,8 +9,11 @@ from ._base import AbstractMeasure
 class IIDLayers(AbstractMeasure):
     """A neuronal embedding with i.i.d. weights: every entry of layer ℓ is N(mean_ℓ, std_ℓ²), independently.
 
-    Sampling is *coupled across widths*: entry (i, j) of a layer is drawn from a key derived from (layer, i, j) only,
-    so networks of widths N, 2N, 4N, … share their first units exactly — the setting of width-convergence studies.
+    Sampling is *coupled across widths*: entry (i, j) of a layer depends on (key, layer, i, j) only, so networks of
+    widths N, 2N, 4N, … share their first units exactly — the setting of width-convergence studies. Row i has its own
+    key and its entries are one draw along the row, whose first entries do not depend on its length under JAX's
+    partitionable Threefry (the default, `jax_threefry_partitionable`); with that flag off, every entry gets its own
+    key instead (the same coupling, other values, more memory).
 
     **Arguments:**
 
@@ -42,8 +45,11 @@ class IIDLayers(AbstractMeasure):
         for index, (name, (rows, cols)) in enumerate(shapes.items()):
             layer_key = jax.random.fold_in(key, index)
             row_keys = jax.vmap(lambda i: jax.random.fold_in(layer_key, i))(jnp.arange(rows))
-            entry_keys = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(cols)))(row_keys)
-            z = jax.vmap(jax.vmap(lambda k: jax.random.normal(k, dtype=self.std.dtype)))(entry_keys)
+            if jax.config.jax_threefry_partitionable:
+                z = jax.vmap(lambda k: jax.random.normal(k, (cols,), self.std.dtype))(row_keys)
+            else:
+                entry_keys = jax.vmap(lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(cols)))(row_keys)
+                z = jax.vmap(jax.vmap(lambda k: jax.random.normal(k, dtype=self.std.dtype)))(entry_keys)
             std = self._per_layer(self.std, index, len(shapes), "std")
             mean = self._per_layer(self.mean, index, len(shapes), "mean")
             out[name] = mean + std * z
