@@ -190,12 +190,12 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         dtheta = [(dw[0] @ data.X.T).astype(thetas[0].dtype)]
         for ell in range(self.depth - 1):
             hdot = slopes[ell] * dtheta[ell]
-            step = (self._weight_velocity_term(ell, dw, deltas, hs, thetas, weights, xi) +
+            step = (self._weight_velocity_term(ell, dw, deltas, hs, thetas, xi) +
                     weights[ell + 1].T @ hdot / hdot.shape[0]).astype(thetas[ell].dtype)
             dtheta.append(dtheta[ell] + step if self.skip else step)
         return dw, dtheta
 
-    def _weight_velocity_term(self, ell: int, dw: list, deltas: list, hs: list, thetas: list, weights: list, xi):
+    def _weight_velocity_term(self, ell: int, dw: list, deltas: list, hs: list, thetas: list, xi):
         """(1/m_ℓ) Σ_i ∂_t w_{ℓ+1,i·} h(θ_{ℓ,i}), the part of ∂_t θ_{ℓ+1} moved by the weights (0-based `ell`).
 
         With weight decay it is −ξ (K_ℓ δ_{ℓ+1} + λ (θ_{ℓ+1} − s θ_ℓ)): the kernel K_ℓ = (1/m_ℓ) Σ_i h h^T costs
