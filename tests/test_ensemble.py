@@ -49,9 +49,11 @@ def test_stored_study_is_tied_to_array_settings_of_its_controller(tmp_path):
 def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(levels, atol):
     """Same Brownian paths, same steps. With a Brownian tree of 2¹² leaves the batched and single programs agree to
     rounding; with the default 2¹⁸ they differ by up to ~4e-5, still far below the pathwise tolerance 1e-3. The
-    difference grows with the tree's depth (measured: 3e-13 at 2¹⁴ leaves, 8e-9 at 2¹⁵, 9e-6 at 2¹⁶), though the
-    tree evaluated alone is bitwise the same under vmap and moves by ≤ 3e-13 when a time moves by one ulp: what
-    amplifies the last-bit differences of the two programs inside the solve is not known."""
+    difference grows with the tree's depth (measured: 3e-13 at 2¹⁴ leaves, 8e-9 at 2¹⁵, 9e-6 at 2¹⁶) while the step
+    counts agree and no step is rejected; the tree evaluated alone is bitwise the same under vmap. The likely
+    mechanism is a feedback loop: each step size follows from an error estimate made of the Brownian increments,
+    and an increment's sensitivity to where its step ends grows as the leaves shrink (about leaf^(−1/2)), so a
+    last-bit difference in one step time grows step after step. Both are solutions to the same tolerance."""
     prob = _problem(0.02)
     options = dict(saveat=[2.0], brownian_tol=2.0 * 2.0**-levels)
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.02, 0.05], "seed": [0, 1, 2]})
