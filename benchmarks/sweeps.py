@@ -2,12 +2,14 @@
 
     python benchmarks/sweeps.py                          # full size: N = 1024, 16 temperatures × 4 seeds
     python benchmarks/sweeps.py --particles 128 --quick  # smoke test
+    python benchmarks/sweeps.py --particles 65536 --t1 5 --batched-only --section "## Parameter sweeps on a GPU"
 
 (a) `mfpde.solve(EnsembleProblem(...), Particles(n), batch_size=B)`: all points through one compiled vmapped program;
 (b) a Python loop of `mfpde.solve(remake(prob, temperature=T), Particles(n), key=seed)`, compiled once and reused;
 both with the same defaults (adaptive ShARK on a Brownian tree). Compile time is reported apart from run time.
 Then points per second of (a) with 1, 2 and 4 forced host devices (the point axis sharded across them), each in its
-own process. Writes the section "## Parameter sweeps" of benchmarks/RESULTS.md.
+own process. Writes the section "## Parameter sweeps" of benchmarks/RESULTS.md. With `--batched-only` (for a GPU
+at N = 65 536), (a) alone, with points per second and the GPU's peak memory.
 """
 
 import argparse
@@ -50,7 +52,13 @@ def batched(args, devices_note=""):
     return {"compile": first.dataset.attrs["compile_time_s"], "run": run, "points": int(np.prod(ens.shape)),
             "steps": int(steps.sum()), "lockstep": int(sum(steps[i:i + args.batch].max() * len(steps[i:i + args.batch])
                                                           for i in range(0, len(steps), args.batch))),
-            "devices": jax.device_count()}
+            "devices": jax.device_count(), "peak_bytes": _peak_device_bytes()}
+
+
+def _peak_device_bytes():
+    """Peak memory in use on the first device since the process started, where the backend reports it (GPUs)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use")
 
 
 def noise_cost(args, coarse_levels=8):
@@ -90,6 +98,25 @@ def loop(args):
     return {"compile": timings[0][1], "run": timings[1][0], "steps": steps}
 
 
+def _header(args, a):
+    return f"""Script: `benchmarks/sweeps.py`. {a['points']} points ({args.temperatures} temperatures in [0, 0.1] × {args.seeds} seeds) of a
+tanh two-layer flow, N = {args.particles}, n = {args.samples}, d = {args.dim}, t ∈ [0, {args.t1:g}], default adaptive SDE solver
+(ShARK, rtol = atol = 1e-3), 11 save times.
+
+| method | run time | solver steps (all points) | compile time |
+|---|---|---|---|
+"""
+
+
+def _device_lines(a, info):
+    device = jax.devices()[0]
+    if device.platform != "gpu":
+        return "\nGPU: not measured here (no accelerator was available to the run that wrote this section).\n\n" + machine_line(info)
+    peak = a["peak_bytes"]
+    return (f"\nOn the GPU ({device.device_kind}): {a['points'] / a['run']:.2f} points/s batched; peak GPU memory "
+            f"{'not reported' if peak is None else f'{peak / 2**30:.2f} GiB'}.\n\n" + machine_line(info))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--particles", type=int, default=1024)
@@ -101,12 +128,21 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--devices-only", action="store_true", help="print the batched figures as JSON (used internally)")
     p.add_argument("--quick", action="store_true", help="skip the device scaling")
+    p.add_argument("--batched-only", action="store_true",
+                   help="time only the batched sweep (points/s, and GPU memory on a GPU), e.g. for N = 65536 on a GPU")
     p.add_argument("--section", default="## Parameter sweeps", help="the RESULTS.md section to write")
     args = p.parse_args()
     if args.devices_only:
         print(json.dumps(batched(args)))
         return
     info = machine()
+    if args.batched_only:
+        a = batched(args)
+        body = (_header(args, a) + f"| (a) batched `EnsembleProblem`, batch {args.batch} | {a['run']:.2f} s | "
+                f"{a['steps']} | {a['compile']:.1f} s |\n\n{a['points'] / a['run']:.2f} points/s.\n" + _device_lines(a, info))
+        write_section(args.section, body)
+        print(body)
+        return
     a, b, noise = batched(args), loop(args), noise_cost(args)
     speedup = b["run"] / a["run"]
     rows = []
@@ -118,13 +154,7 @@ def main():
                     ("temperatures", args.temperatures), ("seeds", args.seeds), ("batch", args.batch))]
             out = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             rows.append(f"| {count} | {out['points'] / out['run']:.2f} | {out['run']:.2f} s | {out['compile']:.1f} s |")
-    body = f"""Script: `benchmarks/sweeps.py`. {a['points']} points ({args.temperatures} temperatures in [0, 0.1] × {args.seeds} seeds) of a
-tanh two-layer flow, N = {args.particles}, n = {args.samples}, d = {args.dim}, t ∈ [0, {args.t1:g}], default adaptive SDE solver
-(ShARK, rtol = atol = 1e-3), 11 save times.
-
-| method | run time | solver steps (all points) | compile time |
-|---|---|---|---|
-| (a) batched `EnsembleProblem`, batch {args.batch} | {a['run']:.2f} s | {a['steps']} | {a['compile']:.1f} s |
+    body = _header(args, a) + f"""| (a) batched `EnsembleProblem`, batch {args.batch} | {a['run']:.2f} s | {a['steps']} | {a['compile']:.1f} s |
 | (b) loop of single solves | {b['run']:.2f} s | {b['steps']} | {b['compile']:.1f} s |
 
 Speed-up (b)/(a): **{speedup:.1f}×** (target ≥ {TARGET:g}×: {'met' if speedup >= TARGET else 'missed'}).
@@ -148,7 +178,7 @@ Speed-up (b)/(a): **{speedup:.1f}×** (target ≥ {TARGET:g}×: {'met' if speedu
     if rows:
         body += "\nBatched points per second with forced host devices (the point axis sharded across them):\n\n"
         body += "| devices | points/s | run time | compile time |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
-    body += "\nGPU: not measured here (no accelerator was available to the run that wrote this section).\n\n" + machine_line(info)
+    body += _device_lines(a, info)
     write_section(args.section, body)
     print(body)
 
