@@ -219,9 +219,9 @@ class Particles(mfpde.AbstractAlgorithm):
                 sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)), jax.sharding.PartitionSpec("particles"))
             attrs["devices"] = len(devices)
             point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples, sharding)
-            # Array-valued settings inside the solver and controller (e.g. a PIDController's rtol) are part of a
-            # stored run's identity too; their reprs show only shapes.
-            numerics = eqx.filter((solver, stepsize_controller), eqx.is_array)
+            # The solver's and controller's settings are part of a stored run's identity too: their reprs (which
+            # show the other fields, e.g. a root finder's tolerances) and their arrays (shown there only as shapes).
+            numerics = (repr((solver, stepsize_controller)), eqx.filter((solver, stepsize_controller), eqx.is_array))
             if ensemble is None and directory is None:
                 out = jax.device_get(_run(point, base, key, progress_meter))[:2]
             elif ensemble is None:

@@ -102,9 +102,9 @@ class Units(mfpde.AbstractAlgorithm):
                 attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
                              atol=atol, max_steps=max_steps, stiff_detected=stiff)
             point = _UnitsPoint(integrate, tuple(shapes.items()), dtype)
-            # Array-valued settings inside the solver and controller (e.g. a PIDController's rtol) are part of a
-            # stored run's identity too; their reprs show only shapes.
-            numerics = eqx.filter((solver, stepsize_controller), eqx.is_array)
+            # The solver's and controller's settings are part of a stored run's identity too: their reprs (which
+            # show the other fields, e.g. a root finder's tolerances) and their arrays (shown there only as shapes).
+            numerics = (repr((solver, stepsize_controller)), eqx.filter((solver, stepsize_controller), eqx.is_array))
             if ensemble is None:
                 observed, stats, _ = jax.device_get(_run(point, base, key, meter, y0))
             else:

@@ -45,6 +45,23 @@ def test_stored_study_is_tied_to_array_settings_of_its_controller(tmp_path):
         run(1e-7)
 
 
+def test_stored_study_is_tied_to_the_settings_of_its_solver(tmp_path):
+    # A float inside the solver (here its root finder's tolerance) tells two studies apart as well.
+    import diffrax
+    import optimistix as optx
+
+    study = mfpde.EnsembleProblem(_problem(), sweep={"l2": [0.0, 0.1]})
+
+    def run(rtol):
+        solver = diffrax.ImplicitEuler(root_finder=optx.Newton(rtol=rtol, atol=1e-8))
+        return mfpde.solve(study, Particles(n=4), saveat=[0.5], batch_size=2, directory=tmp_path, solver=solver,
+                           stepsize_controller=diffrax.ConstantStepSize(), dt0=0.1).dataset
+
+    assert int(run(1e-6).result.max()) == 0
+    with pytest.raises(ValueError, match="different study"):
+        run(1e-4)
+
+
 @pytest.mark.parametrize(("levels", "atol"), [(12, 1e-11), (18, 1e-4)])
 def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(levels, atol):
     """Same Brownian paths, same steps. With a Brownian tree of 2¹² leaves the batched and single programs agree to
