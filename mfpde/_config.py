@@ -12,6 +12,7 @@
                 key = 0               # and rtol, atol, max_steps, batch_size, ...
     [sweep]     temperature = [0.0, 0.01, 0.1]   # optional: an EnsembleProblem
                 seed = {start = 0, stop = 4}
+                rates = [[1, 1, 1], [1, 0.5, 1]]  # a vector parameter: one row per point
 """
 
 import inspect
@@ -81,8 +82,24 @@ def _times(path: str, value):
     return np.asarray(value)
 
 
+def _sweep_values(path: str, value):
+    """Values of a swept parameter: as `_times`, or a list of equal-length number lists (a vector parameter)."""
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+        if not all(len(row) == len(value[0]) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
+                   for row in value):
+            raise ConfigError(f"{path}: rows of a vector parameter must be lists of numbers of one length, got {value!r}")
+        return np.asarray(value)
+    return _times(path, value)
+
+
 def parse_range(text: str):
-    """`--set` values: "a:b:num" (num points from a to b), "a:b" (integers a..b−1), or "x,y,z"."""
+    """`--set` values: "a:b:num" (num points from a to b), "a:b" (integers a..b−1), "x,y,z", or a TOML array such
+    as "[[1, 1, 1], [1, 0.5, 1]]" (one row per point for a vector parameter)."""
+    if text.startswith("["):
+        try:
+            return _sweep_values("--set", tomllib.loads(f"value = {text}")["value"])
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(f"--set: cannot read {text!r} as a TOML array") from None
     parts = text.split(":")
     try:
         if len(parts) == 3:
@@ -92,7 +109,7 @@ def parse_range(text: str):
         values = [float(v) for v in text.split(",")]
         return np.asarray([int(v) for v in values] if all(v.is_integer() for v in values) and "." not in text else values)
     except ValueError:
-        raise ConfigError(f"--set: cannot read {text!r}; use a:b:num, a:b or a comma list") from None
+        raise ConfigError(f"--set: cannot read {text!r}; use a:b:num, a:b, a comma list or a TOML array") from None
 
 
 def load_config(path) -> dict:
@@ -133,7 +150,7 @@ def build(config: dict, sweep_overrides: dict | None = None):
             raise ConfigError(f"solve.{name}: unknown key; allowed: {list(_SOLVE_OPTIONS)}")
     if "saveat" in options:
         options["saveat"] = _times("solve.saveat", options["saveat"])
-    sweep = {name: _times(f"sweep.{name}", value) for name, value in config.get("sweep", {}).items()}
+    sweep = {name: _sweep_values(f"sweep.{name}", value) for name, value in config.get("sweep", {}).items()}
     sweep.update(sweep_overrides or {})
     if sweep:
         try:

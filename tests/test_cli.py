@@ -101,3 +101,24 @@ def test_bad_config_names_the_key(tmp_path, capsys, monkeypatch, edit, match):
     config.write_text(CONFIG.replace(*edit, 1))
     assert main(["run", str(config), "-o", str(tmp_path / "r.nc")]) == 2
     assert re.search(match, capsys.readouterr().err), match
+
+
+def test_vector_sweep_from_config_and_set(tmp_path):
+    """A vector parameter (Multilayer's learning-rate multipliers) is swept with one row per point, from a [sweep]
+    table or from --set with a TOML array; rows of different lengths are refused with the key's path."""
+    from mfpde._config import ConfigError, build, parse_range
+
+    config = {"data": {"kind": "teacher", "n": 8, "d": 2}, "flow": {"kind": "Multilayer", "activations": ["tanh", "tanh"]},
+              "init": {"kind": "IIDLayers"}, "problem": {"tspan": [0.0, 1.0]},
+              "algorithm": {"kind": "Units", "widths": [4, 4]}, "sweep": {"rates": [[1, 1, 1], [1, 0.5, 1]]}}
+    problem, _, _ = build(config)
+    assert isinstance(problem, mfpde.EnsembleProblem) and problem.shape == (2,)
+    assert problem.sweep["rates"].tolist() == [[1, 1, 1], [1, 0.5, 1]]
+    rows = parse_range("[[1, 0, 1], [0, 1, 1], [1, 1, 0]]")
+    assert rows.shape == (3, 3)
+    problem, _, _ = build({**config, "sweep": {}}, {"rates": rows})
+    assert problem.shape == (3,)
+    with pytest.raises(ConfigError, match="sweep.rates: rows of a vector parameter"):
+        build({**config, "sweep": {"rates": [[1, 1, 1], [1, 0.5]]}})
+    with pytest.raises(ConfigError, match="--set: cannot read '\\[\\[1, 1' as a TOML array"):
+        parse_range("[[1, 1")
