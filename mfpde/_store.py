@@ -4,6 +4,7 @@ run keeps what it finished and a rerun with the same directory resumes."""
 import hashlib
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 import xarray as xr
@@ -27,6 +28,12 @@ def fingerprint(*parts) -> str:
             else:
                 digest.update(repr(leaf).encode())
     return digest.hexdigest()[:16]
+
+
+def numerics(*modules) -> tuple:
+    """What identifies numerical settings (solvers, step-size controllers) in a stored run's fingerprint: their reprs,
+    which show every field but arrays only as shapes, and their arrays."""
+    return repr(modules), eqx.filter(modules, eqx.is_array)
 
 
 class ChunkStore:

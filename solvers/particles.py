@@ -14,7 +14,7 @@ import mfpde
 from mfpde._checks import as_float_array
 from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._store import ChunkStore, fingerprint
+from mfpde._store import ChunkStore, fingerprint, numerics
 from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
@@ -219,16 +219,14 @@ class Particles(mfpde.AbstractAlgorithm):
                 sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)), jax.sharding.PartitionSpec("particles"))
             attrs["devices"] = len(devices)
             point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples, sharding)
-            # The solver's and controller's settings are part of a stored run's identity too: their reprs (which
-            # show the other fields, e.g. a root finder's tolerances) and their arrays (shown there only as shapes).
-            numerics = (repr((solver, stepsize_controller)), eqx.filter((solver, stepsize_controller), eqx.is_array))
+            settings = numerics(solver, stepsize_controller)
             if ensemble is None and directory is None:
                 out = jax.device_get(_run(point, base, key, progress_meter))[:2]
             elif ensemble is None:
                 if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
                     raise ValueError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}.")
                 run = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                       attrs, base.data, base.init, ts, key, checkpoint_every, numerics)
+                       attrs, base.data, base.init, ts, key, checkpoint_every, settings)
                 store = ChunkStore(directory, fingerprint(*run))
                 out = _run_checkpointed(point, base, key, progress_meter, jnp.asarray(ts, dtype), checkpoint_every, store)
                 attrs["checkpoint_every"] = checkpoint_every
@@ -238,7 +236,7 @@ class Particles(mfpde.AbstractAlgorithm):
                     raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
                 if directory is not None:
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                             attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size, numerics)
+                             attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size, settings)
                     store = ChunkStore(directory, fingerprint(*study))
                 out = run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client)
                 attrs["batch_size"] = batch_size

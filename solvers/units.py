@@ -11,7 +11,7 @@ import mfpde
 from mfpde._checks import as_float_array
 from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._store import ChunkStore, fingerprint
+from mfpde._store import ChunkStore, fingerprint, numerics
 from mfpde._timing import Timer
 
 from ._batches import run_ensemble, sweep_variables
@@ -102,9 +102,7 @@ class Units(mfpde.AbstractAlgorithm):
                 attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
                              atol=atol, max_steps=max_steps, stiff_detected=stiff)
             point = _UnitsPoint(integrate, tuple(shapes.items()), dtype)
-            # The solver's and controller's settings are part of a stored run's identity too: their reprs (which
-            # show the other fields, e.g. a root finder's tolerances) and their arrays (shown there only as shapes).
-            numerics = (repr((solver, stepsize_controller)), eqx.filter((solver, stepsize_controller), eqx.is_array))
+            settings = numerics(solver, stepsize_controller)
             if ensemble is None:
                 observed, stats, _ = jax.device_get(_run(point, base, key, meter, y0))
             else:
@@ -113,7 +111,7 @@ class Units(mfpde.AbstractAlgorithm):
                 store = None
                 if directory is not None:
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                             attrs, base.data, ensemble.sweep, ensemble.product, ts, key, batch_size, numerics)
+                             attrs, base.data, ensemble.sweep, ensemble.product, ts, key, batch_size, settings)
                     store = ChunkStore(directory, fingerprint(*study))
                 observed, stats = run_ensemble(point, ensemble, key, batch_size, meter, store, jax.devices(), client)
                 attrs["batch_size"] = batch_size
