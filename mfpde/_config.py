@@ -9,7 +9,7 @@
     [algorithm] kind = "Particles"    # a class of the `solvers` package
                 n = 1024
     [solve]     saveat = {start = 0.0, stop = 50.0, num = 101}   # or a list of times
-                key = 0               # and rtol, atol, max_steps, batch_size, ...
+                key = 0               # and rtol, atol, max_steps, batch_size, batch_stepping, ...
     [sweep]     temperature = [0.0, 0.01, 0.1]   # optional: an EnsembleProblem
                 seed = {start = 0, stop = 4}
                 rates = [[1, 1, 1], [1, 0.5, 1]]  # a vector parameter: one row per point
@@ -25,7 +25,8 @@ from ._ensemble import EnsembleProblem
 from ._problem import FlowProblem
 
 SECTIONS = ("data", "flow", "init", "problem", "algorithm", "solve", "sweep")
-_SOLVE_OPTIONS = ("saveat", "key", "rtol", "atol", "dt0", "max_steps", "brownian_tol", "batch_size", "throw", "progress_meter")
+_SOLVE_OPTIONS = ("saveat", "key", "rtol", "atol", "dt0", "max_steps", "brownian_tol", "batch_size", "batch_stepping",
+                  "throw", "progress_meter")
 
 
 class ConfigError(ValueError):
@@ -150,6 +151,8 @@ def build(config: dict, sweep_overrides: dict | None = None):
             raise ConfigError(f"solve.{name}: unknown key; allowed: {list(_SOLVE_OPTIONS)}")
     if "saveat" in options:
         options["saveat"] = _times("solve.saveat", options["saveat"])
+    if options.get("batch_stepping", "per_point") not in ("per_point", "shared"):
+        raise ConfigError(f"solve.batch_stepping: must be 'per_point' or 'shared', got {options['batch_stepping']!r}")
     sweep = {name: _sweep_values(f"sweep.{name}", value) for name, value in config.get("sweep", {}).items()}
     sweep.update(sweep_overrides or {})
     if sweep:

@@ -6,3 +6,4 @@ from .grid import Grid as Grid
 from .gibbs import GibbsFixedPoint as GibbsFixedPoint
 from .particle_stationary import ParticleStationary as ParticleStationary
 from .convex import Convex as Convex
+from ._batches import MaxRMSNorm as MaxRMSNorm

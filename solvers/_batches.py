@@ -6,10 +6,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 import mfpde
 from mfpde._ensemble import is_solver_parameter
 from mfpde._store import ChunkStore
+
+from ._integrate import NONFINITE, brownian_tree
 
 
 def solve_values(point, base, values: dict, key, meter):
@@ -21,33 +24,196 @@ def solve_values(point, base, values: dict, key, meter):
     return observed, stats
 
 
-# One compiled program for a batch of points: vmap over swept values and keys, in lock step (see `run_ensemble`).
-run_batch = eqx.filter_jit(eqx.filter_vmap(solve_values, in_axes=(None, None, 0, 0, None)))
+def map_in_groups(fn, args, group: int):
+    """`fn` over the leading (point) axis of the pytree `args`: vmapped within groups of `group` points, the groups
+    one after another (`lax.map`). Group g holds points g, g + B/group, g + 2B/group, …: it spans the devices when
+    the point axis is split over them."""
+    points = jax.tree.leaves(args)[0].shape[0]
+    if group == points:
+        return eqx.filter_vmap(fn)(*args)
+    if group == 1:  # without a vmap of one, whose batched products XLA's CPU backend runs slower
+        return jax.lax.map(lambda a: fn(*a), args)
+    rows = lambda a: jnp.swapaxes(a.reshape(group, points // group, *a.shape[1:]), 0, 1)  # noqa: E731
+    out = jax.lax.map(lambda a: eqx.filter_vmap(fn)(*a), jax.tree.map(rows, args))
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape(points, *a.shape[2:]), out)
 
 
-def solve_batch(point, problem, values, key_data, start, stop, size, sharding):
+@eqx.filter_jit
+def run_batch(point, base, values, keys, meter, group):
+    """One compiled program for a batch of points, each with its own steps (see `run_ensemble`)."""
+    return map_in_groups(lambda v, key: solve_values(point, base, v, key, meter), (values, keys), group)
+
+
+class MaxRMSNorm(eqx.Module):
+    """The error norm of a batch stepped together: the largest of its points' RMS norms,
+
+        ‖e‖ = max_b (mean_i e_{b,i}²)^{1/2},   e the flat error of `points` stacked states,
+
+    so that a step is accepted only when every point meets the tolerance. A point whose state is no longer finite
+    is left out. Pass it as `norm=` of a `diffrax.PIDController` given to a study with `batch_stepping="shared"`.
+    """
+
+    points: int = eqx.field(static=True)
+
+    def __call__(self, error):
+        per_point = jnp.sqrt(jnp.mean(jnp.square(error.reshape(self.points, -1)), axis=1))
+        return jnp.max(jnp.where(jnp.isfinite(per_point), per_point, 0.0))
+
+
+class SeedBrownianPaths(diffrax.AbstractBrownianPath):
+    """The Brownian paths of a batch stepped together: one tree per distinct seed, evaluated once per step and
+    handed to every point with that seed (`index[b]` is point b's tree). Each tree is the one a single solve of
+    that seed uses, so each point sees the same path as alone; the noise costs one tree descent per distinct
+    seed, not per point."""
+
+    trees: diffrax.VirtualBrownianTree  # stacked: a leading axis over the distinct seeds
+    index: jax.Array
+    levy_area: type = eqx.field(static=True, default=diffrax.SpaceTimeLevyArea)
+
+    @property
+    def t0(self):
+        return self.trees.t0[0]
+
+    @property
+    def t1(self):
+        return self.trees.t1[0]
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        out = eqx.filter_vmap(lambda tree: tree.evaluate(t0, t1, left, use_levy=True))(self.trees)
+        W, H = (a[self.index].reshape(-1) for a in (out.W, out.H))
+        increment = diffrax.SpaceTimeLevyArea(dt=out.dt[0], W=W, H=H)
+        return increment if use_levy else increment.W
+
+
+class StackedSystem(eqx.Module):
+    """The points of a batch as one system on their stacked states (a flat vector of points × state entries):
+    each point's velocity, noise scale and observables come from its own problem's system, `point.system`. A point
+    whose state is no longer finite is frozen (zero velocity), so that it neither stops the batch nor enters its
+    error control; it is reported as failed."""
+
+    point: eqx.Module
+    base: mfpde.FlowProblem
+    values: dict  # the points' swept problem values, one row each
+    index: jax.Array  # each point's Brownian path among the batch's distinct seeds
+    group: int = eqx.field(static=True)  # points evaluated together (`map_in_groups`)
+
+    def _each(self, fn, y):
+        states = y.reshape(self.index.shape[0], -1)
+        one = lambda v, y: fn(self.point.system(mfpde.remake(self.base, **v)), y)  # noqa: E731
+        return map_in_groups(one, (self.values, states), self.group)
+
+    def alive(self, y):
+        return jnp.all(jnp.isfinite(y.reshape(self.index.shape[0], -1)), axis=1)
+
+    def velocity(self, t, y, args=None):
+        v = self._each(lambda system, y: system.velocity(t, y), y)
+        return jnp.where(self.alive(y)[:, None], v, 0.0).reshape(-1)
+
+    def noise_scale(self, y):
+        return self._each(lambda system, y: system.noise_scale(y), y).reshape(-1)
+
+    def observe(self, t, y, noisy: bool, save: bool):
+        return self._each(lambda system, y: system.observe(t, y, noisy, save), y)
+
+    def brownian(self, span, tol, keys, like):
+        one = like.reshape(self.index.shape[0], -1)[0]
+        trees = eqx.filter_vmap(lambda key: brownian_tree(span, tol, key, one))(keys)
+        return SeedBrownianPaths(trees, self.index)
+
+    @property
+    def event(self):
+        """Stops the batch once every point has failed."""
+        return diffrax.Event(lambda t, y, args, **kwargs: ~jnp.any(self.alive(y)))
+
+
+def solve_shared(point, base, values: dict, keys, paths, meter, group):
+    """A batch of points stepped together as one `StackedSystem`: one step size for all, each step checked against
+    every point's tolerance (`MaxRMSNorm`), the Brownian path of each distinct seed drawn once. `paths` =
+    (the point holding each distinct seed, each point's seed among them)."""
+    problem_values = {k: v for k, v in values.items() if not is_solver_parameter(k)}
+    y0, noise_keys = eqx.filter_vmap(lambda v, key: point.start(mfpde.remake(base, **v), key))(problem_values, keys)
+    holders, index = paths
+    system = StackedSystem(point, base, problem_values, index, group)
+    span = tuple(jnp.asarray(t, point.dtype) for t in base.tspan)
+    observed, stats, final = point.integrate(system, y0.reshape(-1), span[0], span, noise_keys[holders], meter,
+                                             event=system.event)
+    points = index.shape[0]
+    failed = ~system.alive(final)
+    stats = {k: jnp.broadcast_to(v, (points,)) for k, v in stats.items()}
+    stats["result"] = jnp.where(failed, NONFINITE, stats["result"])
+    return jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), observed), stats
+
+
+@eqx.filter_jit
+def run_shared(point, base, values, keys, paths, meter, group):
+    return solve_shared(point, base, values, keys, paths, meter, group)
+
+
+def error_norm(stepping: str, ensemble, batch_size: int, method: str):
+    """The error norm of the default step-size controller under `batch_stepping=stepping` (checked here):
+    `MaxRMSNorm` for the batches of a study stepped together, else diffrax's RMS norm."""
+    if stepping not in ("per_point", "shared"):
+        raise ValueError(f"`batch_stepping` must be 'per_point' or 'shared', got {stepping!r}.")
+    if stepping == "shared" and method == "scan":
+        raise ValueError("`batch_stepping='shared'` needs method='adaptive' (the scan's fixed steps are shared anyway).")
+    if stepping == "shared" and ensemble is not None:
+        return MaxRMSNorm(min(batch_size, int(np.prod(ensemble.shape))))
+    return optx.rms_norm
+
+
+def seed_paths(key_data, paths: int):
+    """(the point holding each distinct key, each point's key among them), padded to `paths` distinct keys so
+    that every batch reuses one compiled program."""
+    _, holders, index = np.unique(key_data, axis=0, return_index=True, return_inverse=True)
+    holders = np.concatenate([holders, np.full(paths - len(holders), holders[0])])
+    return jnp.asarray(holders), jnp.asarray(index.reshape(-1))
+
+
+_CPU_GROUP_ENTRIES = 2**14
+
+
+def _group_size(point, problem, size: int, devices: int) -> int:
+    """How many points of a batch of `size` run vmapped together (`map_in_groups`). On an accelerator: all. On CPUs:
+    a multiple of the devices sharing the batch, dividing `size`, whose states hold about 2¹⁴ entries. Vmapping more
+    evicts their intermediates from the cache (a two-layer velocity at N = 1024 takes 3× longer per point vmapped
+    over 64 points than alone); vmapping fewer leaves small states paying per-operation overheads (at N = 64 a
+    noisy batch took 8.5 s one point at a time and 6.6 s all together)."""
+    if jax.devices()[0].platform != "cpu":
+        return size
+    entries = eqx.filter_eval_shape(point.start, problem, jax.random.key(0))[0].size
+    fits = [g for g in range(devices, size + 1, devices) if size % g == 0 and g * entries <= _CPU_GROUP_ENTRIES]
+    return max(fits, default=devices if size % devices == 0 else 1)
+
+
+def solve_batch(point, problem, values, key_data, start, stop, size, sharding, paths=None):
     """Points start..stop−1 of a sweep, padded with the last point to `size` so that every batch reuses one
-    compiled program."""
+    compiled program; stepped per point, or together when `paths` (the number of distinct seeds a batch may hold)
+    is given."""
+    group = _group_size(point, problem, size, 1 if sharding is None else len(sharding.device_set))
     index = np.minimum(np.arange(start, start + size), len(key_data) - 1)
     batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
     keys = jax.random.wrap_key_data(jnp.asarray(key_data[index]))
     if sharding is not None:
         batch, keys = jax.device_put((batch, keys), sharding)
-    out = jax.device_get(run_batch(point, problem, batch, keys, diffrax.NoProgressMeter()))
-    return jax.tree.map(lambda a: a[: stop - start], out)
+    if paths is None:
+        out = run_batch(point, problem, batch, keys, diffrax.NoProgressMeter(), group)
+    else:
+        out = run_shared(point, problem, batch, keys, seed_paths(key_data[index], paths), diffrax.NoProgressMeter(),
+                         group)
+    return jax.tree.map(lambda a: a[: stop - start], jax.device_get(out))
 
 
 def _to_numpy(tree):
     return jax.tree.map(lambda x: np.asarray(x) if eqx.is_array(x) else x, tree)
 
 
-def _remote_batch(point, problem, values, key_data, start, stop, size, directory, study_fingerprint, x64):
+def _remote_batch(point, problem, values, key_data, start, stop, size, paths, directory, study_fingerprint, x64):
     """A Dask task: run one batch in a worker process and write it to the study's directory; returns the path."""
     jax.config.update("jax_enable_x64", x64)  # before any array is made, as in the driver
     point, problem = jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, (point, problem))
     store = ChunkStore(directory, study_fingerprint)
     if not store.path(start, stop).exists():
-        store.save(start, stop, solve_batch(point, problem, values, key_data, start, stop, size, None))
+        store.save(start, stop, solve_batch(point, problem, values, key_data, start, stop, size, None, paths))
     return str(store.path(start, stop))
 
 
@@ -55,16 +221,20 @@ def _output_structure(point, ensemble, values, keys, size):
     """The pytree structure (and dtypes) of one batch's output, without running it."""
     index = np.zeros(size, dtype=int)
     batch = {name: jnp.asarray(v[index], point.dtype) for name, v in values.items()}
-    shapes = eqx.filter_eval_shape(run_batch, point, ensemble.problem, batch, keys[index], diffrax.NoProgressMeter())
+    meter = diffrax.NoProgressMeter()
+    shapes = eqx.filter_eval_shape(run_batch, point, ensemble.problem, batch, keys[index], meter, size)
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
-def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client=None):
-    """Run every point of the sweep, `batch_size` at a time through one compiled vmapped program.
+def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client=None, stepping="per_point"):
+    """Run every point of the sweep, `batch_size` at a time through one compiled program.
 
-    Under vmap the adaptive loop runs in lock step: each point keeps its own step size and error control (results
-    equal those of single solves), but a batch costs as many iterations as its slowest point needs; points that
-    finish early idle. Group points of similar stiffness, or lower `batch_size`, when they differ a lot.
+    With `stepping="per_point"` each point keeps its own step size and error control (results equal those of single
+    solves). The points of a group (`_group_size`: all of a batch on an accelerator) are vmapped, and the adaptive
+    loop runs in lock step: a group costs as many iterations as its slowest point needs, while points that finish
+    early idle. Group points of similar stiffness, or lower `batch_size`, when they differ a lot. With
+    `stepping="shared"` a batch is one system with one step size (`solve_shared`): no point idles, each step meets
+    every point's tolerance, and points with the same seed share one draw of their Brownian path.
 
     With a `store`, each finished batch is written to its own file at once, and batches already there are read
     instead of run, so an interrupted study resumes where it stopped. With a Dask `client`, each missing batch is a
@@ -79,6 +249,10 @@ def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, device
     if len(devices) > 1 and size % len(devices) == 0:
         sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("points",)), jax.sharding.PartitionSpec("points"))
     batches = [(start, min(start + size, len(points))) for start in range(0, len(points), size)]
+    paths = None
+    if stepping == "shared":
+        padded = [key_data[np.minimum(np.arange(start, start + size), len(points) - 1)] for start, _ in batches]
+        paths = max(len(np.unique(rows, axis=0)) for rows in padded)
     missing = [b for b in batches if store is None or not store.path(*b).exists()]
     progress = None
     if not isinstance(progress_meter, diffrax.NoProgressMeter):
@@ -91,7 +265,7 @@ def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, device
 
         shipped = _to_numpy((point, ensemble.problem))
         futures = [
-            client.submit(_remote_batch, *shipped, values, key_data, start, stop, size, str(store.directory),
+            client.submit(_remote_batch, *shipped, values, key_data, start, stop, size, paths, str(store.directory),
                           store.fingerprint, point.dtype == jnp.float64, pure=False)
             for start, stop in missing
         ]
@@ -100,7 +274,7 @@ def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, device
         client.gather(futures)  # re-raises a worker's error
     else:
         for start, stop in missing:
-            outs[start, stop] = solve_batch(point, ensemble.problem, values, key_data, start, stop, size, sharding)
+            outs[start, stop] = solve_batch(point, ensemble.problem, values, key_data, start, stop, size, sharding, paths)
             if store is not None:
                 store.save(start, stop, outs[start, stop])
             progress is not None and progress.update()

@@ -9,7 +9,7 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
-_NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
+NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
 _EVENT = diffrax.RESULTS._name_to_item["event_occurred"]._value
 
 
@@ -69,20 +69,24 @@ def solve_stats(sol: diffrax.Solution) -> dict:
         "num_steps": sol.stats["num_steps"],
         "num_accepted_steps": sol.stats["num_accepted_steps"],
         "num_rejected_steps": sol.stats["num_rejected_steps"],
-        "result": jnp.where(sol.result._value == _EVENT, _NONFINITE, sol.result._value),
+        "result": jnp.where(sol.result._value == _EVENT, NONFINITE, sol.result._value),
     }
 
 
+def brownian_tree(span, tol, key, like) -> diffrax.VirtualBrownianTree:
+    """The Brownian path of one run, shaped like the state `like`, with the space-time Lévy area that ShARK uses."""
+    shape = jax.ShapeDtypeStruct(like.shape, like.dtype)
+    return diffrax.VirtualBrownianTree(*span, tol=tol, shape=shape, key=key, levy_area=diffrax.SpaceTimeLevyArea)
+
+
 def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
-                        save):
+                        save, event=NONFINITE_EVENT):
     """Integrate from (t0, y0) to the last save time; the Brownian tree covers the whole `span` of the problem, so
-    a run continued from a checkpoint sees the same Brownian path."""
+    a run continued from a checkpoint sees the same Brownian path. `system.brownian(span, tol, key, y0)` gives the
+    path; `event` stops the solve (default: at the first non-finite state)."""
     drift = diffrax.ODETerm(system.velocity)
     if noisy:
-        brownian = diffrax.VirtualBrownianTree(
-            *span, tol=brownian_tol, shape=jax.ShapeDtypeStruct(y0.shape, y0.dtype), key=key,
-            levy_area=diffrax.SpaceTimeLevyArea,
-        )
+        brownian = system.brownian(span, brownian_tol, key, y0)
         scale = system.noise_scale(y0)
         terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(lambda t, y, args: lx.DiagonalLinearOperator(scale), brownian))
     else:
@@ -91,7 +95,7 @@ def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controll
         terms, solver, t0, ts[-1], dt0, y0,
         saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
                                     diffrax.SubSaveAt(t1=True)]),
-        stepsize_controller=controller, event=NONFINITE_EVENT, max_steps=max_steps, throw=False, progress_meter=meter,
+        stepsize_controller=controller, event=event, max_steps=max_steps, throw=False, progress_meter=meter,
     )
     observed, final = sol.ys
     return observed, solve_stats(sol), final[-1]
@@ -128,5 +132,5 @@ def integrate_scan(system, y0, t0, span, key, meter, *, ts, dt, noisy, save):
     meter.close(meter_state)
     zero = jnp.zeros((), jnp.int32)
     stats = {"num_steps": steps, "num_accepted_steps": steps, "num_rejected_steps": zero,
-             "result": jnp.where(failed, _NONFINITE, 0)}
+             "result": jnp.where(failed, NONFINITE, 0)}
     return ys, stats, y

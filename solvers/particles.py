@@ -18,8 +18,9 @@ from mfpde._store import ChunkStore, fingerprint, numerics
 from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
-from ._batches import run_ensemble, sweep_variables
-from ._integrate import as_key, as_progress_meter, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
+from ._batches import error_norm, run_ensemble, sweep_variables
+from ._integrate import (as_key, as_progress_meter, brownian_tree, implicit_solver, integrate_adaptive, integrate_scan,
+                         spectral_radius)
 from ._saveat import save_times
 
 _AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
@@ -95,6 +96,7 @@ class Particles(mfpde.AbstractAlgorithm):
         progress_meter: diffrax.AbstractProgressMeter | bool = False,
         brownian_tol: float | None = None,
         batch_size: int = 64,
+        batch_stepping: Literal["per_point", "shared"] = "per_point",
         directory=None,
         checkpoint_every: int = 10,
         client=None,
@@ -123,7 +125,17 @@ class Particles(mfpde.AbstractAlgorithm):
           every coordinate at each level. With the default 18 levels that is most of a step's cost for a small
           network (about two thirds for N = 1024, d = 10, n = 256 on a CPU); a coarser value that still lies below
           the steps taken makes each step cheaper.
-        - `batch_size`: for an `mfpde.EnsembleProblem`, the number of points run together in one vmapped program.
+        - `batch_size`: for an `mfpde.EnsembleProblem`, the number of points run together in one compiled program.
+        - `batch_stepping`: how the points of a batch take their adaptive steps. "per_point": each with its own step
+          sizes and error control, so each point equals its single solve (to rounding). On a GPU the batch is
+          vmapped and runs in lock step, as many iterations as its slowest point needs; on CPUs small groups of
+          points are vmapped and the groups run one after another (vmapping more is slower there).
+          "shared": the batch is one system with one step size, a step being accepted only when every point meets
+          the tolerance (`solvers.MaxRMSNorm`, the default controller's norm here; give a controller of your own
+          that norm too), and the points with the same seed share one draw of their Brownian path per step. The
+          noise then costs one tree descent per distinct seed, not per point: in a temperature × seed sweep it
+          drops by the number of temperatures. Each point agrees with its single solve to the solver's tolerance,
+          not to rounding.
         - `directory`: for an `mfpde.EnsembleProblem`, a folder where each finished batch is written at once (one
           NetCDF file per batch, atomically); solving the same study again with the same folder skips the batches
           already there, so an interrupted study resumes and the merged result equals an uninterrupted run.
@@ -145,6 +157,7 @@ class Particles(mfpde.AbstractAlgorithm):
                 return _solve_per_width(self, ensemble, dict(saveat=saveat, key=key, solver=solver,
                     stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
                     progress_meter=progress_meter, brownian_tol=brownian_tol, batch_size=batch_size,
+                    batch_stepping=batch_stepping,
                     directory=directory, checkpoint_every=checkpoint_every, client=client, throw=throw))
         base = ensemble.problem if ensemble is not None else problem
         if not isinstance(base, mfpde.FlowProblem):
@@ -156,6 +169,7 @@ class Particles(mfpde.AbstractAlgorithm):
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        norm = error_norm(batch_stepping, ensemble, batch_size, self.method)
         groups = flow.groups(data)
         n = self.n if self.n is not None else getattr(base.init, "n", None)
         if n is None:
@@ -199,10 +213,11 @@ class Particles(mfpde.AbstractAlgorithm):
                     # Milder PI coefficients, as diffrax recommends for noisy error estimates; steps land on the save
                     # times, because interpolating an SDE solution between steps is only O(√h) accurate.
                     stepsize_controller = diffrax.ClipStepSizeController(
-                        diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.1, icoeff=0.3), step_ts=jnp.asarray(ts, dtype)
+                        diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.1, icoeff=0.3, norm=norm),
+                        step_ts=jnp.asarray(ts, dtype),
                     )
                 elif stepsize_controller is None:
-                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
                 span = float(base.tspan[1] - base.tspan[0])
                 integrate = jax.tree_util.Partial(
                     integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
@@ -232,14 +247,14 @@ class Particles(mfpde.AbstractAlgorithm):
                 attrs["checkpoint_every"] = checkpoint_every
             else:
                 store = None
+                attrs.update(batch_size=batch_size, batch_stepping=batch_stepping)
                 if client is not None and directory is None:
                     raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
                 if directory is not None:
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
                              attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size, settings)
                     store = ChunkStore(directory, fingerprint(*study))
-                out = run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client)
-                attrs["batch_size"] = batch_size
+                out = run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client, batch_stepping)
 
         observables, stats = out
         dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
@@ -311,12 +326,21 @@ class _Point(eqx.Module):
     entropy_samples: int = eqx.field(static=True)
     sharding: jax.sharding.Sharding | None = eqx.field(static=True, default=None)
 
+    def system(self, problem) -> "_System":
+        masses = jnp.full((self.n,), 1.0 / self.n, dtype=self.dtype)
+        return _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples)
+
+    def start(self, problem, key):
+        """The initial state, drawn with the first half of `key`, and the second half, which drives the noise."""
+        init_key, noise_key = jax.random.split(key)
+        return _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype), noise_key
+
     def __call__(self, problem, key, meter, restart=None):
         """(observables at the save times, statistics, final state). With `restart = (ts, segment, state)` it
         integrates over the save times ts only, from `state = (y, t)` if given, else from the initial measure."""
-        init_key, noise_key = jax.random.split(key)
+        y0, noise_key = self.start(problem, key)  # a restart's state replaces y0 (and XLA drops the draw)
         span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
-        y0, t_start, options = None, span[0], {}
+        t_start, options = span[0], {}
         if restart is not None:
             ts, segment, state = restart
             options = {"ts": ts}
@@ -324,13 +348,9 @@ class _Point(eqx.Module):
                 y0, t_start = state
             if self.integrate.func is integrate_scan:  # fresh noise per segment; the Brownian tree spans the run
                 noise_key = jax.random.fold_in(noise_key, segment)
-        if y0 is None:
-            y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
         if self.sharding is not None:
             y0 = jax.lax.with_sharding_constraint(y0, self.sharding)
-        masses = jnp.full((self.n,), 1.0 / self.n, dtype=self.dtype)
-        system = _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples)
-        return self.integrate(system, y0, t_start, span, noise_key, meter, **options)
+        return self.integrate(self.system(problem), y0, t_start, span, noise_key, meter, **options)
 
 
 def _solve_point(point: _Point, problem, key, meter, restart=None):
@@ -353,6 +373,9 @@ class _System(eqx.Module):
     def velocity(self, t, y, args=None):
         theta = self.unflatten(y)
         return self.flow.velocity(t, theta, self.masses, self.data, chunk_size=self.chunk_size).reshape(-1)
+
+    def brownian(self, span, tol, key, like):
+        return brownian_tree(span, tol, key, like)
 
     def noise_scale(self, y):
         """√(2τ) on trained coordinates, 0 on fixed ones, per entry of the flat state."""

@@ -14,7 +14,7 @@ from mfpde._solution import make_dataset, warn_or_raise
 from mfpde._store import ChunkStore, fingerprint, numerics
 from mfpde._timing import Timer
 
-from ._batches import run_ensemble, sweep_variables
+from ._batches import error_norm, run_ensemble, sweep_variables
 from ._integrate import as_key, as_progress_meter, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
 from ._saveat import save_times
 
@@ -50,8 +50,9 @@ class Units(mfpde.AbstractAlgorithm):
             raise ValueError("`dt` of Units must be given and positive with method='scan'.")
 
     def solve(self, problem, *, saveat=None, key=0, solver=None, stepsize_controller=None, rtol=None, atol=None,
-              dt0=None, max_steps: int = 100_000, progress_meter=False, batch_size: int = 64, directory=None,
-              client=None, throw: bool = False) -> mfpde.Solution:
+              dt0=None, max_steps: int = 100_000, progress_meter=False, batch_size: int = 64,
+              batch_stepping: Literal["per_point", "shared"] = "per_point", directory=None, client=None,
+              throw: bool = False) -> mfpde.Solution:
         """Integrate `problem`: a `FlowProblem` with a layered flow and a layered initial measure such as
         `measures.IIDLayers`, or an `EnsembleProblem` of one (e.g. a sweep of `rates`, the learning-rate ratios,
         and seeds), whose points run batched through one compiled program. Options as for `Particles.solve`."""
@@ -61,6 +62,7 @@ class Units(mfpde.AbstractAlgorithm):
             raise TypeError("`problem` of Units must be a FlowProblem with a layered flow, e.g. flows.Multilayer.")
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        norm = error_norm(batch_stepping, ensemble, batch_size, self.method)
         if ensemble is not None:
             for name in ensemble.sweep:
                 if name.startswith("algorithm.") and not (name == "algorithm.dt" and self.method == "scan"):
@@ -93,7 +95,7 @@ class Units(mfpde.AbstractAlgorithm):
                     attrs["jacobian_spectral_radius"] = lam
                     solver = implicit_solver() if stiff else diffrax.Tsit5()
                 if stepsize_controller is None:
-                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol)
+                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
                 integrate = jax.tree_util.Partial(
                     integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
                     dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps, brownian_tol=None,
@@ -109,12 +111,13 @@ class Units(mfpde.AbstractAlgorithm):
                 if client is not None and directory is None:
                     raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
                 store = None
+                attrs.update(batch_size=batch_size, batch_stepping=batch_stepping)
                 if directory is not None:
                     study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
                              attrs, base.data, ensemble.sweep, ensemble.product, ts, key, batch_size, settings)
                     store = ChunkStore(directory, fingerprint(*study))
-                observed, stats = run_ensemble(point, ensemble, key, batch_size, meter, store, jax.devices(), client)
-                attrs["batch_size"] = batch_size
+                observed, stats = run_ensemble(point, ensemble, key, batch_size, meter, store, jax.devices(), client,
+                                               batch_stepping)
         dataset = _dataset(base, self, shapes, ts, observed, stats, timer, attrs, ensemble)
         return warn_or_raise(mfpde.Solution(dataset, problem), throw)
 
@@ -126,14 +129,21 @@ class _UnitsPoint(eqx.Module):
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True)
     dtype: np.dtype = eqx.field(static=True)
 
+    def system(self, problem) -> "_LayeredSystem":
+        return _LayeredSystem(problem.flow, problem.data, self.shapes)
+
+    def start(self, problem, key):
+        """The weights at t = 0, drawn with the first half of `key`, and the second half (which would drive noise)."""
+        init_key, noise_key = jax.random.split(key)
+        y0 = _initial_vector(problem.flow, problem.init, init_key, dict(self.shapes), problem.data)
+        return y0.astype(self.dtype), noise_key
+
     def __call__(self, problem, key, meter, y0=None):
         """Solve from `y0`, or from weights drawn with `key`'s first half (the second drives the noise)."""
-        init_key, noise_key = jax.random.split(key)
-        if y0 is None:
-            y0 = _initial_vector(problem.flow, problem.init, init_key, dict(self.shapes), problem.data)
-        y0 = y0.astype(self.dtype)
+        drawn, noise_key = self.start(problem, key)
+        y0 = drawn if y0 is None else y0.astype(self.dtype)
         span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
-        return self.integrate(_LayeredSystem(problem.flow, problem.data, self.shapes), y0, span[0], span, noise_key, meter)
+        return self.integrate(self.system(problem), y0, span[0], span, noise_key, meter)
 
 
 def _initial_vector(flow, init, key, shapes: dict, data):

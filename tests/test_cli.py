@@ -67,12 +67,13 @@ def test_run_matches_python_api_and_records_command(tmp_path):
 
 def test_sweep_and_show(tmp_path, capsys):
     config = tmp_path / "c.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("key = 3", 'key = 3\nbatch_stepping = "shared"'))
     out = tmp_path / "study"
     args = ["sweep", str(config), "--set", "temperature=0:0.1:3", "--set", "seed=0:2", "-o", str(out), "-q"]
     assert main(args) == 0
     ds = mfpde.load(out / "sweep.nc").dataset
     assert ds.loss.dims == ("temperature", "seed", "time") and ds.loss.shape == (3, 2, 5)
+    assert ds.attrs["batch_stepping"] == "shared"
     assert main(args) == 0  # resumes from the stored batches
     xr.testing.assert_equal(mfpde.load(out / "sweep.nc").dataset.drop_attrs(), ds.drop_attrs())
     assert main(["show", str(out / "sweep.nc")]) == 0
@@ -89,6 +90,7 @@ def test_sweep_and_show(tmp_path, capsys):
         (("[algorithm]", "[algorithms]"), "algorithms: unknown section"),
         (("n = 16", "n = 0"), r"algorithm: .*`n`"),
         (("key = 3", "keys = 3"), "solve.keys: unknown key"),
+        (("key = 3", 'key = 3\nbatch_stepping = "together"'), "solve.batch_stepping: must be"),
         (("tspan = [0.0, 2.0]", "tspan = [2.0, 0.0]"), "problem: .*`tspan`"),
         (("std = 0.5", "std = -0.5"), r"init.u: .*`std`"),
     ],

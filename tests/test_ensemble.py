@@ -1,9 +1,11 @@
+import diffrax
 import equinox as eqx
 import numpy as np
 import pytest
 import xarray as xr
 
 import mfpde
+import solvers
 import solvers._batches
 from solvers import Particles
 
@@ -26,7 +28,7 @@ def test_deterministic_sweep_equals_single_solves():
             assert int(ds.num_steps.sel(l2=l2, alpha=alpha)) == int(single.num_steps)
 
 
-def test_stored_study_is_tied_to_array_settings_of_its_controller(tmp_path):
+def test_stored_study_is_tied_to_its_controller_and_stepping(tmp_path):
     # A PIDController's array-valued tolerances show only as shapes in its repr; they must still tell two studies
     # apart, so a changed controller never resumes from the other's batches.
     import diffrax
@@ -34,15 +36,17 @@ def test_stored_study_is_tied_to_array_settings_of_its_controller(tmp_path):
 
     study = mfpde.EnsembleProblem(_problem(), sweep={"l2": [0.0, 0.1]})
 
-    def run(rtol):
+    def run(rtol, stepping="per_point"):
         controller = diffrax.PIDController(rtol=jnp.asarray(rtol), atol=jnp.asarray(1e-8))
         return mfpde.solve(study, Particles(n=8), saveat=[1.0], batch_size=1, directory=tmp_path,
-                           stepsize_controller=controller).dataset
+                           stepsize_controller=controller, batch_stepping=stepping).dataset
 
     first = run(1e-4)
     xr.testing.assert_identical(run(1e-4).drop_attrs(), first.drop_attrs())  # same settings: resumed from disk
     with pytest.raises(ValueError, match="different study"):
         run(1e-7)
+    with pytest.raises(ValueError, match="different study"):
+        run(1e-4, "shared")
 
 
 def test_stored_study_is_tied_to_the_settings_of_its_solver(tmp_path):
@@ -86,13 +90,51 @@ def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(levels, atol
     assert not np.allclose(ds.theta.sel(seed=0), ds.theta.sel(seed=1))
 
 
-def test_sixty_four_points_trace_once(monkeypatch):
-    counted = eqx.filter_jit(eqx.filter_vmap(eqx.debug.assert_max_traces(solvers._batches.solve_values, max_traces=1),
-                                             in_axes=(None, None, 0, 0, None)))
-    monkeypatch.setattr(solvers._batches, "run_batch", counted)
+@pytest.mark.parametrize("stepping", ["per_point", "shared"])
+def test_sixty_four_points_trace_once(monkeypatch, stepping):
+    solve = {"per_point": "solve_values", "shared": "solve_shared"}[stepping]
+    monkeypatch.setattr(solvers._batches, solve, eqx.debug.assert_max_traces(getattr(solvers._batches, solve), max_traces=1))
     study = mfpde.EnsembleProblem(_problem(0.01), sweep={"temperature": np.linspace(0.0, 0.1, 16), "seed": range(4)})
-    sol = mfpde.solve(study, Particles(n=8, method="scan", dt=0.1), saveat=[1.0, 2.0], batch_size=16)
+    algorithm = Particles(n=8, method="scan", dt=0.1) if stepping == "per_point" else Particles(n=8)
+    sol = mfpde.solve(study, algorithm, saveat=[1.0, 2.0], batch_size=16, batch_stepping=stepping)
     assert sol.dataset.loss.shape == (16, 4, 2) and np.isfinite(sol.dataset.loss).all()
+
+
+def test_shared_steps_equal_single_solves():
+    """One step size for the batch, checked against every point's tolerance; each seed's Brownian path drawn once
+    and handed to the points holding that seed. Against single solves at a tight pathwise tolerance: a point given
+    another seed's path, or stepped past its own tolerance, would be off by O(0.1)."""
+    prob = _problem(0.02)
+    options = dict(saveat=[1.0, 2.0], rtol=1e-6, atol=1e-6)
+    study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.0, 0.02, 0.05], "seed": [0, 1, 2]})
+    ds = mfpde.solve(study, Particles(n=16, save_particles=True), batch_size=6, batch_stepping="shared", **options).dataset
+    assert (ds.result == 0).all() and ds.attrs["batch_stepping"] == "shared"
+    steps = ds.num_steps.values.reshape(-1)
+    assert (steps[:6] == steps[0]).all() and (steps[6:] == steps[6]).all()  # one step sequence per batch
+    for temperature in (0.02, 0.05):
+        for seed in (0, 1, 2):
+            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), Particles(n=16, save_particles=True),
+                                 key=seed, **options).dataset
+            np.testing.assert_allclose(ds.theta.sel(temperature=temperature, seed=seed), single.theta, atol=2e-5)
+    deterministic = mfpde.solve(mfpde.remake(prob, temperature=0.0), Particles(n=16, save_particles=True), key=1,
+                                **options).dataset
+    np.testing.assert_allclose(ds.theta.sel(temperature=0.0, seed=1), deterministic.theta, atol=2e-5)
+
+
+def test_batch_of_one_with_shared_steps_is_the_single_solve():
+    prob = _problem(0.02)
+    options = dict(saveat=[2.0], brownian_tol=2.0 * 2.0**-12)
+    study = mfpde.EnsembleProblem(prob, sweep={"seed": [3]})
+    ds = mfpde.solve(study, Particles(n=16, save_particles=True), batch_stepping="shared", **options).dataset
+    single = mfpde.solve(prob, Particles(n=16, save_particles=True), key=3, **options).dataset
+    np.testing.assert_allclose(ds.theta.sel(seed=3), single.theta, atol=1e-11)
+    assert int(ds.num_steps.sel(seed=3)) == int(single.num_steps)
+
+
+def test_max_rms_norm_is_the_worst_point():
+    norm = solvers.MaxRMSNorm(points=3)
+    error = np.array([[3.0, 4.0], [1.0, 1.0], [np.nan, 0.0]]).reshape(-1)
+    assert float(norm(error)) == pytest.approx(np.sqrt(12.5))
 
 
 def test_zipped_sweep_and_round_trip(tmp_path):
@@ -105,14 +147,21 @@ def test_zipped_sweep_and_round_trip(tmp_path):
     assert "over 3 points" in sol.summary()
 
 
-def test_failed_point_is_marked_not_dropped():
+@pytest.mark.parametrize("stepping", ["per_point", "shared"])
+def test_failed_point_is_marked_not_dropped(stepping):
     prob = mfpde.FlowProblem(mfpde.flows.OrnsteinUhlenbeck(kappa=1.0), None, mfpde.measures.Gaussian(), (0.0, 200.0))
     study = mfpde.EnsembleProblem(prob, sweep={"kappa": [0.5, 1000.0]})
+    # Explicit Euler with step 1 is unstable for κ = 1000: that point blows up, the other must not be harmed.
+    algorithm, options = Particles(n=4, method="scan", dt=1.0), {}
+    if stepping == "shared":
+        algorithm = Particles(n=4)
+        options = dict(solver=diffrax.Euler(), stepsize_controller=diffrax.ConstantStepSize(), dt0=1.0)
     with pytest.warns(RuntimeWarning, match="nonfinite"):
-        sol = mfpde.solve(study, Particles(n=4, method="scan", dt=1.0), saveat=[1.0, 200.0])
+        sol = mfpde.solve(study, algorithm, saveat=[1.0, 200.0], batch_stepping=stepping, **options)
     ds = sol.dataset
     assert list(ds.result.values) == [0, 9]
     assert np.isfinite(ds.risk.sel(kappa=0.5)).all() and np.isnan(ds.risk.sel(kappa=1000.0)[-1])
+    np.testing.assert_allclose(ds.theta_mean.sel(kappa=0.5)[-1], 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize(

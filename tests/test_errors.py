@@ -16,6 +16,7 @@ def _no_integration(monkeypatch):
 
     monkeypatch.setattr(solvers.particles, "_run", fail)
     monkeypatch.setattr(solvers._batches, "run_batch", fail)
+    monkeypatch.setattr(solvers._batches, "run_shared", fail)
 
 
 def _data():
@@ -24,6 +25,10 @@ def _data():
 
 def _problem(**flow):
     return mfpde.FlowProblem(mfpde.flows.TwoLayer(**flow), _data(), mfpde.measures.Gaussian(), (0.0, 1.0))
+
+
+def _study():
+    return mfpde.EnsembleProblem(_problem(), {"l2": [0.0, 0.1]})
 
 
 @pytest.mark.parametrize(
@@ -59,6 +64,8 @@ def _problem(**flow):
         (lambda: mfpde.solve(_problem(), Particles(n=4), key="seed"), "`key`"),
         (lambda: mfpde.solve(_problem(), Particles(n=4), max_steps=0), "`max_steps`"),
         (lambda: mfpde.solve(_problem(), Particles()), "`n`"),
+        (lambda: mfpde.solve(_study(), Particles(n=4), batch_stepping="together"), "`batch_stepping`"),
+        (lambda: mfpde.solve(_study(), Particles(n=4, method="scan", dt=0.1), batch_stepping="shared"), "`batch_stepping"),
         (
             lambda: mfpde.solve(
                 mfpde.FlowProblem(mfpde.flows.TwoLayer(), _data(), mfpde.measures.Particles(u=np.zeros(3), w=np.zeros((3, 2))), (0, 1)),

@@ -61,6 +61,13 @@ SMALL = {
         "t1_degenerate = 20.0\n"
         "n_save_degenerate = 21\n"
     ),
+    "parameter_study.ipynb": (
+        "N = 64\n"
+        "temperatures = 4\n"
+        "seeds = 2\n"
+        "t1 = 3.0\n"
+        "batch_size = 4\n"  # two batches of four points: two files in the study's directory
+    ),
 }
 
 CELL_TIMEOUT = 300  # seconds per cell: a hanging cell fails the test instead of blocking the suite

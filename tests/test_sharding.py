@@ -25,6 +25,11 @@ SCRIPT = textwrap.dedent(
     c = mfpde.solve(study, Particles(n=16), saveat=[2.0], batch_size=4).dataset
     d = mfpde.solve(study, Particles(n=16, shard=False), saveat=[2.0], batch_size=4).dataset
     np.testing.assert_allclose(c.risk, d.risk, rtol=1e-9)
+    # Stepped together, two points per device: each device runs its points one after another.
+    e = mfpde.solve(study, Particles(n=16), saveat=[2.0], batch_size=8, batch_stepping="shared").dataset
+    f = mfpde.solve(study, Particles(n=16, shard=False), saveat=[2.0], batch_size=8, batch_stepping="shared").dataset
+    np.testing.assert_allclose(e.risk, f.risk, rtol=1e-9)
+    np.testing.assert_allclose(e.risk, d.risk, rtol=1e-3)
     print("sharded ok")
     """
 )
