@@ -258,7 +258,8 @@ def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, device
     if not isinstance(progress_meter, diffrax.NoProgressMeter):
         import tqdm
 
-        progress = tqdm.tqdm(total=len(batches), initial=len(batches) - len(missing), unit="batch", desc=f"{len(points)} points")
+        done = len(points) - sum(stop - start for start, stop in missing)
+        progress = tqdm.tqdm(total=len(points), initial=done, unit="point", desc=f"{len(batches)} batches of {size}")
     outs = {}
     if client is not None:
         import distributed
@@ -269,15 +270,16 @@ def run_ensemble(point, ensemble, key, batch_size, progress_meter, store, device
                           store.fingerprint, point.dtype == jnp.float64, pure=False)
             for start, stop in missing
         ]
-        for _ in distributed.as_completed(futures):
-            progress is not None and progress.update()
+        for future in distributed.as_completed(futures):
+            start, stop = missing[futures.index(future)]
+            progress is not None and progress.update(stop - start)
         client.gather(futures)  # re-raises a worker's error
     else:
         for start, stop in missing:
             outs[start, stop] = solve_batch(point, ensemble.problem, values, key_data, start, stop, size, sharding, paths)
             if store is not None:
                 store.save(start, stop, outs[start, stop])
-            progress is not None and progress.update()
+            progress is not None and progress.update(stop - start)
     if progress is not None:
         progress.close()
     like = next(iter(outs.values()), None)

@@ -137,6 +137,13 @@ def test_max_rms_norm_is_the_worst_point():
     assert float(norm(error)) == pytest.approx(np.sqrt(12.5))
 
 
+def test_study_progress_bar_counts_points_and_batches(capfd):
+    study = mfpde.EnsembleProblem(_problem(), sweep={"l2": [0.0, 0.1, 0.2]})
+    mfpde.solve(study, Particles(n=4, method="scan", dt=0.5), saveat=[2.0], batch_size=2, progress_meter=True)
+    err = capfd.readouterr().err
+    assert "2 batches of 2" in err and "3/3" in err
+
+
 def test_zipped_sweep_and_round_trip(tmp_path):
     study = mfpde.EnsembleProblem(_problem(), sweep={"init.std": [0.5, 1.0, 2.0], "l2": [0.0, 0.1, 0.2]}, product=False)
     sol = mfpde.solve(study, Particles(n=8), saveat=[2.0], batch_size=2)
