@@ -4,7 +4,7 @@ import xarray as xr
 
 from ._algorithm import AbstractAlgorithm, solve
 from ._problem import FlowProblem, StationaryProblem
-from ._solution import Solution
+from ._solution import Solution, cf_attributes
 from .flows import AbstractFeatureFlow, TwoLayer
 from .measures import Layers, Particles
 from .measures._base import split_groups
@@ -61,9 +61,11 @@ def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | 
         "mass": (("candidate",), optimum.mass.values, {**scalar, "long_name": "optimal density on the flow's support"}),
         **residuals,
     }
-    return xr.Dataset(variables, coords={"candidate": np.arange(optimum.mass.size)},
-                      attrs={"Conventions": "CF-1.10", "time": t, "convex_result": optimum.attrs["result_message"],
-                             "title": f"global-minimum check of a {type(flow).__name__} flow at t = {t:g}"})
+    candidate = ("candidate", np.arange(optimum.mass.size), {"long_name": "index of a unit of the flow's support"})
+    title = f"global-minimum check of a {type(flow).__name__} flow at t = {t:g}"
+    return xr.Dataset(variables, coords={"candidate": candidate},
+                      attrs={**cf_attributes(title, f"mfpde.certify(Solution, {type(convex).__name__})"), "time": t,
+                             "convex_result": optimum.attrs["result_message"]})
 
 
 def _at_time(variable, time):

@@ -1,4 +1,4 @@
-"""NetCDF-safe attributes and atomic writes."""
+"""NetCDF-safe attributes, CF metadata and atomic writes."""
 
 import dataclasses
 import os
@@ -7,6 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+CONVENTIONS = "CF-1.10"
+
+# Mean-field time is dimensionless, but CF (4.4) wants a coordinate named time to be a time coordinate with units
+# "<unit> since <epoch>". One unit of mean-field time is recorded as one second after a nominal epoch; readers get the
+# numbers back with decode_times=False (as `mfpde.load` does).
+TIME_ATTRS = {
+    "standard_name": "time",
+    "long_name": "mean-field time",
+    "units": "seconds since 1970-01-01 00:00:00",
+    "calendar": "standard",
+    "comment": "mean-field time is dimensionless; one unit is recorded as one second after the nominal epoch "
+               "1970-01-01, as CF requires of a time coordinate. Read with decode_times=False for the numbers.",
+}
+
+# Attributes hold parameters; arrays larger than this, and every matrix (explicit initial states, for example), are
+# stored as variables instead.
+ATTRIBUTE_MAX_SIZE = 8
 
 
 def attr_value(value):
@@ -35,7 +53,11 @@ def attr_value(value):
 
 
 def flatten_attrs(obj, prefix: str) -> dict:
-    """The fields of an (Equinox) dataclass as flat NetCDF attributes `prefix_field`, nested ones recursively."""
+    """The fields of an (Equinox) dataclass as flat attributes `prefix_field`, nested ones recursively.
+
+    Arrays are kept whole (they enter the fingerprints of stored studies); `describe` moves the large ones into
+    variables before anything is written.
+    """
     out = {prefix: type(obj).__name__}
     if not dataclasses.is_dataclass(obj):
         return out
@@ -51,24 +73,60 @@ def flatten_attrs(obj, prefix: str) -> dict:
             out[key] = ", ".join(value)
         elif isinstance(value, tuple) and all(np.ndim(v) == 0 for v in value):
             out[key] = [float(v) for v in value] if value else None
-        elif hasattr(value, "shape") and np.size(value) > 64:
-            out[key] = f"array of shape {tuple(value.shape)}"
         else:
             out[key] = value
     return out
 
 
+def _is_large_array(value) -> bool:
+    return hasattr(value, "shape") and (np.ndim(value) >= 2 or np.size(value) > ATTRIBUTE_MAX_SIZE)
+
+
+def describe(obj, prefix: str) -> tuple[dict, dict]:
+    """`obj`'s parameters for a dataset: (attributes, variables).
+
+    The attributes are `flatten_attrs(obj, prefix)`, except that arrays with more than `ATTRIBUTE_MAX_SIZE` elements
+    or more than one dimension, such as the explicit states of `measures.Particles` and `measures.Layers`, become
+    variables named as their key (dimensions `key_dim_0`, …); the attribute then names the variable.
+
+    **Arguments:**
+
+    - `obj`: a flow, an initial measure or an algorithm.
+    - `prefix`: the attributes' prefix, e.g. `"init"`.
+    """
+    attrs, variables = {}, {}
+    for key, value in flatten_attrs(obj, prefix).items():
+        if _is_large_array(value):
+            array = np.asarray(value)
+            field = key.removeprefix(f"{prefix}_")
+            variables[key] = xr.Variable(
+                tuple(f"{key}_dim_{i}" for i in range(array.ndim)), array,
+                {"long_name": f"array {field} of the {prefix} ({type(obj).__name__})", "units": "1"},
+            )
+            attrs[key] = f"variable {key}"
+        else:
+            attrs[key] = value
+    return attrs, variables
+
+
 def sanitize_attrs(attrs: dict) -> dict:
+    """`attrs` with every value made NetCDF-safe by `attr_value`, and those it drops left out."""
     return {k: v for k, v in ((k, attr_value(v)) for k, v in attrs.items()) if v is not None}
 
 
 def write_atomic(dataset: xr.Dataset, path) -> Path:
-    """Write `dataset` to `path` (netCDF4 engine) through a temporary file in the same folder and a rename."""
+    """Write `dataset` to `path` (netCDF4 engine) through a temporary file in the same folder and a rename.
+
+    Coordinates are written without `_FillValue`: CF (2.5.1) does not allow missing values in them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.nc", dir=path.parent)
     os.close(fd)
     try:
+        dataset = dataset.copy(deep=False)  # the caller's encodings stay as they are
+        for coord in dataset.coords.values():
+            coord.encoding["_FillValue"] = None
         dataset.to_netcdf(tmp, engine="netcdf4")
         # mkstemp creates the file private (0600); give it the permissions a plain open() would.
         umask = os.umask(0)

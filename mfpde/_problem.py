@@ -1,4 +1,5 @@
 import dataclasses
+import inspect
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -103,13 +104,16 @@ def _resolve(obj, name: str) -> list[str]:
 
 
 def _replace(obj, path: list[str], value):
+    """`obj` with the field at `path` set to `value`, through the owner's constructor so that its converters and
+    checks run on the new value as at construction."""
     head, *rest = path
     new = value if not rest else _replace(getattr(obj, head), rest, value)
-    try:
-        # Through the constructor, so converters and checks run on the new value.
+    parameters = inspect.signature(type(obj)).parameters
+    if head in parameters and parameters[head].kind is not inspect.Parameter.VAR_KEYWORD:
         return dataclasses.replace(obj, **{head: new})
-    except TypeError:
-        return eqx.tree_at(lambda o: getattr(o, head), obj, new, is_leaf=lambda x: x is None)
+    if isinstance(new, dict) and any(p.kind is p.VAR_KEYWORD for p in parameters.values()) and len(_fields(obj)) == 1:
+        return type(obj)(**new)  # built from keyword arrays, e.g. measures.Particles(u=..., w=...)
+    raise ValueError(f"`{head}` of {type(obj).__name__} is not an argument of its constructor and cannot be changed.")
 
 
 def remake(problem, **changes):

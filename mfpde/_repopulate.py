@@ -11,6 +11,7 @@ import xarray as xr
 
 from . import activations, losses
 from ._problem import FlowProblem
+from ._solution import cf_attributes
 from .flows import TwoLayer
 
 HOWS = ("uniform", "importance")
@@ -167,10 +168,13 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
     if data.X_test is not None:
         full_test = float(jnp.mean(ell(flow.predict(learned, masses, data.X_test, data), data.y_test)))
         variables["full_test_risk"] = ((), full_test, {"long_name": "test risk of the full trained network", "units": "1"})
-    coords = {"m": ("m", np.array(ms)), "how": ("how", np.array(hows, dtype=object)),
-              "source": ("source", np.array(sources, dtype=object)), "draw": ("draw", np.arange(draws))}
+    coords = {"m": ("m", np.array(ms), {"long_name": "number of features drawn", "units": "1"}),
+              "how": ("how", np.array(hows, dtype=object), {"long_name": "how the features are drawn"}),
+              "source": ("source", np.array(sources, dtype=object), {"long_name": "the features' distribution"}),
+              "draw": ("draw", np.arange(draws), {"long_name": "draw index"})}
     return xr.Dataset(variables, coords=coords, attrs={
-        "title": "neural feature repopulation", "time": float(theta.time), "l2": l2, "n_particles": int(learned.shape[0]),
+        **cf_attributes("neural feature repopulation", "mfpde.repopulate(Solution)"),
+        "time": float(theta.time), "l2": l2, "n_particles": int(learned.shape[0]),
         "loss": flow.loss, "activation": flow.activation,
     })
 

@@ -5,10 +5,11 @@ import platform
 import warnings
 
 import diffrax
+import jax
 import numpy as np
 import xarray as xr
 
-from ._netcdf import flatten_attrs, sanitize_attrs, write_atomic
+from ._netcdf import CONVENTIONS, TIME_ATTRS, describe, sanitize_attrs, write_atomic
 
 RESULT_NAMES = tuple(diffrax.RESULTS._name_to_item)  # shared numbering with diffrax, optimistix and lineax
 
@@ -29,9 +30,29 @@ def versions() -> str:
     return "; ".join(out + [f"python {platform.python_version()}"])
 
 
+def cf_attributes(title: str, action: str) -> dict:
+    """The global attributes CF asks of every file: `Conventions`, `title`, `source` (the package versions) and
+    `history` (the time now and `action`, e.g. `"mfpde.certify(Solution, Convex)"`)."""
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    return {"Conventions": CONVENTIONS, "title": title, "source": versions(), "history": f"{now} {action}"}
+
+
+def _at_precision(values) -> np.ndarray:
+    """`values` as an array, floating point at JAX's precision: float32 unless 64-bit is on, as JAX computed it."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f":
+        return array.astype(jax.dtypes.canonicalize_dtype(array.dtype), copy=False)
+    return array
+
+
 def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: dict, timing, attrs: dict, title: str,
                  stat_dims: tuple[str, ...] = ()):
-    """Assemble a solver's output into a CF-annotated xarray Dataset.
+    """Assemble a solver's output into a CF-annotated xarray Dataset (CF-1.10).
+
+    Coordinates carry no fill value, and `time` is a CF time coordinate (`TIME_ATTRS`: mean-field time in nominal
+    seconds since a nominal epoch). Floating-point values are kept at JAX's precision (float32 unless 64-bit is on).
+    The problem's and algorithm's parameters become attributes, except large arrays such as an explicit initial
+    state, which become variables (see `mfpde._netcdf.describe`).
 
     **Arguments:**
 
@@ -40,8 +61,10 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
     - `stats`: solver statistics (integers, scalars or arrays over `stat_dims`); `result` becomes a CF flag variable.
     - `timing`: an `mfpde._timing.Timer`.
     - `attrs`: further global attributes (options, seed, solver names).
+    - `title`: the dataset's title.
+    - `stat_dims`: the dimensions of the statistics (a study's swept parameters).
     """
-    data_vars = {name: xr.Variable(dims, np.asarray(values), attrs) for name, (dims, values, attrs) in variables.items()}
+    data_vars = {name: xr.Variable(dims, _at_precision(values), attrs) for name, (dims, values, attrs) in variables.items()}
     for name, value in stats.items():
         if name == "result":
             flag_attrs = {
@@ -52,21 +75,27 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
             data_vars[name] = xr.Variable(stat_dims, np.asarray(value, dtype=np.int32), flag_attrs)
         else:
             data_vars[name] = xr.Variable(stat_dims, np.asarray(value, dtype=np.int64), {"long_name": name.replace("_", " "), "units": "1"})
-    coord_vars = {name: xr.Variable(dims, np.asarray(values), attrs) for name, (dims, values, attrs) in coords.items()}
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    coord_vars = {}
+    for name, (dims, values, coord_attrs) in coords.items():
+        if name == "time":
+            coord_attrs = {**{k: v for k, v in coord_attrs.items() if k != "units"}, **TIME_ATTRS}
+        coord_vars[name] = xr.Variable(dims, _at_precision(values), coord_attrs)
+        coord_vars[name].encoding["_FillValue"] = None  # CF 2.5.1: no missing values in coordinates
+    parameters = {}
+    for obj, prefix in ((problem.flow, "flow"), (problem.init, "init"), (algorithm, "algorithm")):
+        obj_attrs, arrays = describe(obj, prefix)
+        parameters[prefix] = obj_attrs
+        data_vars.update({name: variable.copy(data=_at_precision(variable.values)) for name, variable in arrays.items()})
     global_attrs = {
-        "Conventions": "CF-1.10",
-        "title": title,
-        "source": versions(),
-        "history": f"{now} mfpde.solve({type(problem).__name__}, {type(algorithm).__name__})",
+        **cf_attributes(title, f"mfpde.solve({type(problem).__name__}, {type(algorithm).__name__})"),
         "result_message": ", ".join(sorted({result_name(c) for c in np.ravel(stats.get("result", 0))})),
         "wall_time_s": timing.wall_time,
         "compile_time_s": timing.compile_time,
         "run_time_s": timing.run_time,
-        **flatten_attrs(problem.flow, "flow"),
-        **flatten_attrs(problem.init, "init"),
+        **parameters["flow"],
+        **parameters["init"],
         **({"tspan": [float(t) for t in problem.tspan]} if hasattr(problem, "tspan") else {}),
-        **flatten_attrs(algorithm, "algorithm"),
+        **parameters["algorithm"],
         **attrs,
     }
     if problem.data is not None:
@@ -208,8 +237,11 @@ class Solution:
 
 
 def load(path) -> Solution:
-    """Read a Solution written by `Solution.to_netcdf`; `load(p).dataset` is identical to the one written."""
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    """Read a Solution written by `Solution.to_netcdf`; `load(p).dataset` is identical to the one written.
+
+    Times are read as the numbers written (mean-field time), not decoded to dates: `decode_times=False`.
+    """
+    with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
         return Solution(ds.load())
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+import xarray as xr
 
 import mfpde
 from mfpde._ensemble import is_solver_parameter
@@ -52,20 +53,30 @@ def run_batch(point, base, values, keys, meter, group):
     return map_in_groups(lambda v, key: solve_values(point, base, v, key, meter), (values, keys), group)
 
 
+def finite_rms_norm(error):
+    """The RMS norm (mean_i e_i²)^{1/2}, or +∞ when any entry is not finite.
+
+    diffrax rejects a step whose error norm is +∞ and shrinks the next one by the controller's `factormin`; a NaN
+    norm would make the next step NaN instead. A step that overflows is thus retried smaller, not lost."""
+    norm = optx.rms_norm(error)
+    return jnp.where(jnp.all(jnp.isfinite(error)), norm, jnp.inf)
+
+
 class MaxRMSNorm(eqx.Module):
     """The error norm of a batch stepped together: the largest of its points' RMS norms,
 
         ‖e‖ = max_b (mean_i e_{b,i}²)^{1/2},   e the flat error of `points` stacked states,
 
-    so that a step is accepted only when every point meets the tolerance. A point whose state is no longer finite
-    is left out. Pass it as `norm=` of a `diffrax.PIDController` given to a study with `batch_stepping="shared"`.
+    so that a step is accepted only when every point meets the tolerance. A non-finite error of any point gives
+    +∞: the step is rejected and retried smaller, as that point alone would be (`finite_rms_norm`). Pass it as
+    `norm=` of a `diffrax.PIDController` given to a study with `batch_stepping="shared"`.
     """
 
     points: int = eqx.field(static=True)
 
     def __call__(self, error):
         per_point = jnp.sqrt(jnp.mean(jnp.square(error.reshape(self.points, -1)), axis=1))
-        return jnp.max(jnp.where(jnp.isfinite(per_point), per_point, 0.0))
+        return jnp.max(jnp.where(jnp.isfinite(per_point), per_point, jnp.inf))
 
 
 class SeedBrownianPaths(diffrax.AbstractBrownianPath):
@@ -166,7 +177,7 @@ def error_norm(stepping: str, ensemble, batch_size: int, method: str):
         raise ValueError("`batch_stepping='shared'` needs method='adaptive' (the scan's fixed steps are shared anyway).")
     if stepping == "shared" and ensemble is not None:
         return MaxRMSNorm(min(batch_size, int(np.prod(ensemble.shape))))
-    return optx.rms_norm
+    return finite_rms_norm
 
 
 def seed_paths(key_data, paths: int):
@@ -318,19 +329,54 @@ def sweep_variables(observables: dict, described: dict, ts, stats: dict, ensembl
             values = np.where(unreached.reshape(*unreached.shape, *[1] * (values.ndim - 2)), np.nan, values)
         dims, attrs = described[name]
         variables[name] = ((*sweep_dims, "time", *dims), values.reshape(*shape, *values.shape[1:]), attrs)
-    coords = {}
-    if ensemble is not None:
-        for name, values in ensemble.sweep.items():
-            dim = sweep_dims[list(ensemble.sweep).index(name)] if ensemble.product else "point"
-            label = name.replace(".", "_")
-            if values.ndim == 1:
-                coords[label] = ((dim,), values, {"long_name": f"swept parameter {name}"})
-                continue
-            # A vector parameter: an index along its sweep dimension, the vectors beside it.
-            if ensemble.product:
-                coords[label] = ((dim,), np.arange(len(values)), {"long_name": f"index of the swept {name}"})
-            entries = tuple(f"{label}_entry" + (str(i) if values.ndim > 2 else "") for i in range(values.ndim - 1))
-            coords[f"{label}_value"] = ((dim, *entries), values, {"long_name": f"swept parameter {name}"})
-        if not ensemble.product:
-            coords["point"] = (("point",), np.arange(ensemble.shape[0]), {"long_name": "sweep point index"})
+    coords = sweep_coords(ensemble) if ensemble is not None else {}
     return variables, coords, {k: np.asarray(v).reshape(shape) for k, v in stats.items()}
+
+
+def sweep_coords(ensemble) -> dict:
+    """The coordinates of a study's sweep dimensions: each swept parameter along its dimension (a vector parameter
+    as an index, its rows beside it), and the point index of a zipped sweep."""
+    coords = {}
+    for name, values in ensemble.sweep.items():
+        dim = ensemble.dims[list(ensemble.sweep).index(name)] if ensemble.product else "point"
+        label = name.replace(".", "_")
+        if values.ndim == 1:
+            coords[label] = ((dim,), values, {"long_name": f"swept parameter {name}"})
+            continue
+        # A vector parameter: an index along its sweep dimension, the vectors beside it.
+        if ensemble.product:
+            coords[label] = ((dim,), np.arange(len(values)), {"long_name": f"index of the swept {name}"})
+        entries = tuple(f"{label}_entry" + (str(i) if values.ndim > 2 else "") for i in range(values.ndim - 1))
+        coords[f"{label}_value"] = ((dim, *entries), values, {"long_name": f"swept parameter {name}"})
+    if not ensemble.product:
+        coords["point"] = (("point",), np.arange(ensemble.shape[0]), {"long_name": "sweep point index"})
+    return coords
+
+
+def merge_points(ensemble, parts) -> xr.Dataset:
+    """One study's dataset from the datasets of zipped sub-studies of its points: `parts` = [(the points' indices
+    in the study's C order, their dataset with a leading `point` dimension)]. A variable missing from a part is
+    NaN at its points; the solver attributes of the parts are joined, the times added."""
+    total = int(np.prod(ensemble.shape))
+    first = parts[0][1]
+    variables = {}
+    for name in dict.fromkeys(name for _, ds in parts for name in ds.data_vars):
+        like = next(ds[name] for _, ds in parts if name in ds.data_vars)
+        rest = like.shape[1:]
+        dtype = like.dtype if all(name in ds.data_vars for _, ds in parts) else np.result_type(like.dtype, float)
+        values = np.full((total, *rest), np.nan if np.issubdtype(dtype, np.floating) else 0, dtype)
+        for index, ds in parts:
+            if name in ds.data_vars:
+                values[index] = ds[name].values
+        variables[name] = ((*ensemble.dims, *like.dims[1:]), values.reshape(*ensemble.shape, *rest), like.attrs)
+    coords = {name: (c.dims, c.values, c.attrs) for name, c in first.coords.items() if "point" not in c.dims}
+    coords.update(sweep_coords(ensemble))
+    attrs = dict(first.attrs)
+    for key in ("solver", "stepsize_controller", "rtol", "atol", "noisy", "stiff_detected", "jacobian_spectral_radius",
+                "kinks_detected", "kink_ratio"):
+        values = [str(ds.attrs[key]) for _, ds in parts if key in ds.attrs]
+        if values:
+            attrs[key] = "; ".join(f"{label}: {v}" for label, v in zip(("temperature 0", "temperature > 0"), values))
+    for key in ("wall_time_s", "compile_time_s", "run_time_s"):
+        attrs[key] = sum(ds.attrs.get(key, 0.0) for _, ds in parts)
+    return xr.Dataset(variables, coords, attrs)

@@ -12,8 +12,16 @@ def save_times(saveat, tspan) -> np.ndarray:
         return np.linspace(t0, t1, 101)
     if isinstance(saveat, diffrax.SaveAt):
         sub = saveat.subs
+        if not isinstance(sub, diffrax.SubSaveAt):
+            raise ValueError("`saveat`: `subs` (several SubSaveAt) is not supported; give one set of times, "
+                             "`SaveAt(ts=...)`: every observable is saved at all of them.")
+        if sub.fn is not diffrax.SaveAt(t1=True).subs.fn:  # diffrax's default, saving y
+            raise ValueError("`saveat`: `fn` is not supported; the algorithm saves its observables (loss, risk, "
+                             "moments, ...; the state with `save_particles`/`save_state`) at `ts`.")
         if sub.steps or saveat.dense:
             raise ValueError("`saveat`: saving every step or a dense solution is not supported; give times (`SaveAt(ts=...)`).")
+        if saveat.solver_state or saveat.controller_state or saveat.made_jump:
+            raise ValueError("`saveat`: solver_state, controller_state and made_jump are not supported.")
         times = [] if sub.ts is None else list(np.asarray(sub.ts, dtype=float))
         times = ([t0] if sub.t0 else []) + times + ([t1] if sub.t1 else [])
         ts = np.asarray(times, dtype=float)

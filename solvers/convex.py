@@ -10,6 +10,8 @@ import mfpde
 from mfpde._solution import make_dataset, warn_or_raise
 from mfpde._timing import Timer
 
+from ._integrate import as_key
+from ._tolerances import tolerance
 from .particles import _initial_state
 
 
@@ -113,23 +115,24 @@ class Convex(mfpde.AbstractAlgorithm):
         for name, value in (("max_steps", max_steps), ("rounds", rounds)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        dtype = jnp.zeros(()).dtype
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
         tol = 1e-10 if dtype == jnp.float64 else 1e-6
+        rtol, atol = tolerance(rtol, tol, "rtol", dtype), tolerance(atol, tol, "atol", dtype)
         if solver is None:
-            solver = optx.BFGS(rtol=rtol or tol, atol=atol or tol)
-        gap_rtol = jnp.asarray((1e-7 if dtype == jnp.float64 else 1e-4) if gap_rtol is None else gap_rtol, dtype)
-        if isinstance(key, (int, np.integer)):
-            key = jax.random.key(int(key))
+            solver = optx.BFGS(rtol=rtol, atol=atol)
+        gap_rtol = tolerance(gap_rtol, 1e-7 if dtype == jnp.float64 else 1e-4, "gap_rtol", dtype)
+        key, _ = as_key(key)
         build = _two_layer_program if isinstance(flow, mfpde.flows.TwoLayer) else _feature_flow_program
         with Timer() as timer:
             Phi, cost, lam, tau, extra, coords = build(self, problem, key, dtype)
             usable = np.isfinite(cost)
             observed, stats = jax.device_get(_simplex_program(
                 jnp.asarray(Phi[:, usable]), data.y, jnp.asarray(cost[usable]), lam, jnp.asarray(tau, dtype), solver,
-                float(tau) > 0, max_steps, rounds, gap_rtol, tol))
+                float(tau) > 0, max_steps, rounds, gap_rtol, jnp.asarray(tol, dtype)))
         observed = _scatter(observed, usable)
         observed |= extra(observed)
-        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer, coords)
+        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer, coords,
+                           {"rtol": rtol, "atol": atol, "gap_rtol": gap_rtol})
         return warn_or_raise(mfpde.Solution(dataset, problem), throw, "convex solve")
 
 
@@ -381,7 +384,7 @@ _DESCRIPTIONS = {
 }
 
 
-def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, coords):
+def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, coords, tolerances):
     variables = {name: (_DESCRIPTIONS[name][0], np.asarray(values), _DESCRIPTIONS[name][1]) for name, values in observed.items()}
     A = observed["mass"].shape[0]
     coords = coords | {
@@ -391,5 +394,5 @@ def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, coo
     }
     stats = {k: np.asarray(v) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs={"solver": type(solver).__name__},
+                        timing=timer, attrs={"solver": type(solver).__name__, **tolerances},
                         title=f"convex program of a {type(flow).__name__} flow on {A} candidate features")

@@ -10,6 +10,7 @@ from mfpde._solution import warn_or_raise
 from mfpde._timing import Timer
 
 from ._grid_ops import sg_rate
+from ._tolerances import tolerance
 from .grid import Grid, _dataset, _GridSystem
 
 
@@ -89,13 +90,13 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         grid, flow, data = self.grid, problem.flow, problem.data
-        dtype = jnp.zeros(()).dtype
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
         axes, index, theta, m0, outside, how = grid.discretise(problem, key)
         system = _GridSystem(flow, data, jnp.asarray(theta, dtype), grid.cells, grid.spacing, grid.periodic,
                              grid.cell_volume, grid.chunk_size, grid.save_density, tuple(index))
         default_tol = 1e-10 if dtype == jnp.float64 else 1e-5
-        rtol = rtol or default_tol
-        atol = atol or default_tol / m0.size
+        rtol = tolerance(rtol, default_tol, "rtol", dtype)
+        atol = tolerance(atol, default_tol / m0.size, "atol", dtype)
         if root_finder is None:
             dense = m0.size <= self.dense_cells
             linear_solver = (lx.AutoLinearSolver(well_posed=True) if dense
@@ -121,7 +122,7 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
                                                 "relative to max_k m_k", "units": "1"}),
         }
         observed.update(residual=residual, flux_residual=flux_residual)
-        attrs = {"root_finder": ", then ".join(tried), "axes": list(axes), "cell_volume": grid.cell_volume,
+        attrs = {"root_finder": ", then ".join(tried), "rtol": rtol, "atol": atol, "axes": list(axes), "cell_volume": grid.cell_volume,
                  "initial_mass_outside": outside, "initial_mass_outside_method": how}
         title = f"{type(flow).__name__} Gibbs state, grid {'×'.join(map(str, grid.cells))}"
         dataset = _dataset(problem, self, grid, flow, data, axes, grid.nodes(), None, observed, stats, timer, attrs,
@@ -132,7 +133,7 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
 def _gibbs_map(system: _GridSystem, m):
     """G(m) = softmax(−Φ[m]/τ) over all cells (flat)."""
     phi = system.potential(m.reshape(system.cells)).reshape(-1)
-    return jax.nn.softmax(-phi / system.tau.astype(m.dtype))
+    return jax.nn.softmax(-phi / system.tau)
 
 
 @eqx.filter_jit
@@ -142,6 +143,6 @@ def _find(system: _GridSystem, m0, root_finder, max_steps):
     masses = _gibbs_map(system, sol.value)
     residual = jnp.max(jnp.abs(sol.value - masses))
     m = masses.reshape(system.cells)
-    rate = sg_rate(m, system.potential(m), system.tau.astype(m.dtype), system.spacing, system.periodic)
+    rate = sg_rate(m, system.potential(m), system.tau, system.spacing, system.periodic)
     stats = {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
     return system.observe(None, m), stats, residual, jnp.max(jnp.abs(rate)) / jnp.max(m)

@@ -16,8 +16,9 @@ from mfpde._timing import Timer
 
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
-from ._integrate import NONFINITE_EVENT, as_progress_meter, implicit_solver, solve_stats
+from ._integrate import NONFINITE_EVENT, as_key, as_progress_meter, implicit_solver, solve_stats
 from ._saveat import save_times
+from ._tolerances import tolerance
 
 
 def _bounds(value) -> tuple[tuple[float, float], ...]:
@@ -243,6 +244,31 @@ class Grid(mfpde.AbstractAlgorithm):
             )
         return tuple(axes), index, values
 
+    @staticmethod
+    def _check_fixed(init, flow, data, index, fixed_values, key, samples: int = 1024):
+        """Refuse fixed values that the initial measure does not give: a grid holds those coordinates where they
+        are, so `init` must be a point mass at the fixed value along each of them (checked on samples of `init`)."""
+        names = flow.coordinates(data)
+        groups = flow.groups(data)
+        try:
+            sampled = init.sample(key, samples, groups)
+        except (NotImplementedError, ValueError):  # e.g. an explicit measure of another size: its histogram is used
+            sampled = init.sample(key, init.n, groups) if hasattr(init, "n") else None
+        if sampled is None:
+            return
+        theta = np.concatenate([np.asarray(sampled[g]).reshape(-1, size) for g, size in groups.items()], axis=1)
+        for i, name in enumerate(names):
+            if i in index:
+                continue
+            value, column = fixed_values[i], theta[:, i]
+            if np.max(np.abs(column - value)) > 1e-12 * (1 + abs(value)):
+                low, high = np.min(column), np.max(column)
+                where = f"{low:g}" if low == high else f"values from {low:g} to {high:g}"
+                raise ValueError(
+                    f"`fixed` of Grid: {name} = {value:g}, but the initial measure puts {name} at {where}; the grid holds {name} fixed, so `init` must be a point "
+                    f"mass there (e.g. measures.Gaussian(mean={value:g}, std=0) for that group)."
+                )
+
     def discretise(self, problem, key=0):
         """The grid form of `problem` (a `FlowProblem` or `StationaryProblem`): (gridded axis names, their indices
         among the flow's coordinates, the nodes θ_k as a (K, p) array, the initial masses m_k (shape `cells`, summing
@@ -253,8 +279,8 @@ class Grid(mfpde.AbstractAlgorithm):
         theta = np.tile(fixed_values, (int(np.prod(self.cells)), 1))
         for a, i in enumerate(index):
             theta[:, i] = mesh[a].reshape(-1)
-        if isinstance(key, (int, np.integer)):
-            key = jax.random.key(int(key))
+        key, _ = as_key(key)
+        self._check_fixed(problem.init, flow, data, index, fixed_values, key)
         masses, outside, how = initial_masses(problem.init, flow.groups(data), index, self.edges(), theta,
                                               self.cell_volume, key)
         m0 = check_masses(masses, outside, how, self.max_outside, self.bounds)
@@ -301,14 +327,13 @@ class Grid(mfpde.AbstractAlgorithm):
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         flow, data = problem.flow, problem.data
         ts = save_times(saveat, problem.tspan)
-        dtype = jnp.zeros(()).dtype
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
         axes, index, theta, m0, outside, how = self.discretise(problem, key)
         nodes = self.nodes()
         n_cells = m0.size
         default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
-        rtol_value = default_rtol if rtol is None else rtol
-        rtol = jnp.asarray(rtol_value, dtype)
-        atol = jnp.asarray(rtol_value / n_cells if atol is None else atol, dtype)
+        rtol = tolerance(rtol, default_rtol, "rtol", dtype)
+        atol = tolerance(atol, rtol / n_cells, "atol", dtype)
         progress_meter = as_progress_meter(progress_meter)
         system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
                              self.cell_volume, self.chunk_size, self.save_density, tuple(index))
@@ -356,7 +381,7 @@ def _explicit_steps(system, m):
     """Steps per unit time the explicit part of the IMEX split needs for stability alone: its transport rate
     |ΔΦ|/h² on the faces where drift beats diffusion (cell Péclet |ΔΦ|/τ > 1; every face when τ = 0)."""
     phi = system.potential(m)
-    tau = system.tau.astype(m.dtype)
+    tau = system.tau
     rate = jnp.zeros((), m.dtype)
     for axis, (h, per) in enumerate(zip(system.spacing, system.periodic)):
         p0, p1 = _next(phi, axis, per)
@@ -412,7 +437,8 @@ class _GridSystem(eqx.Module):
 
     @property
     def tau(self):
-        return self.flow.temperature
+        """τ as an array of the masses' dtype (a flow may hold it as a Python number)."""
+        return jnp.asarray(self.flow.temperature, self.theta.dtype)
 
     def energy(self, m):
         return self.flow.energy(self.theta, m.reshape(-1), self.data, chunk_size=self.chunk_size)
@@ -422,13 +448,13 @@ class _GridSystem(eqx.Module):
         return jax.grad(self.energy)(m)
 
     def rate(self, t, m, args=None):
-        return sg_rate(m, self.potential(m), self.tau.astype(m.dtype), self.spacing, self.periodic)
+        return sg_rate(m, self.potential(m), self.tau, self.spacing, self.periodic)
 
     def explicit(self, t, m, args=None):
-        return sg_rate(m, self.potential(m), self.tau.astype(m.dtype), self.spacing, self.periodic, subtract_diffusion=True)
+        return sg_rate(m, self.potential(m), self.tau, self.spacing, self.periodic, subtract_diffusion=True)
 
     def implicit(self, t, m, args=None):
-        return diffusion_rate(m, self.tau.astype(m.dtype), self.spacing, self.periodic)
+        return diffusion_rate(m, self.tau, self.spacing, self.periodic)
 
     def observe(self, t, m, args=None):
         flat = m.reshape(-1)
@@ -438,7 +464,7 @@ class _GridSystem(eqx.Module):
         entropy = -jnp.sum(jnp.where(positive, flat * jnp.log(jnp.where(positive, flat, 1.0) / self.volume), 0.0))
         out["risk"] = risk
         out["entropy"] = entropy
-        out["free_energy"] = risk - self.tau.astype(m.dtype) * entropy
+        out["free_energy"] = risk - self.tau * entropy
         out["mass"] = jnp.sum(flat)
         gridded = self.theta[:, list(self.index)]
         mean = flat @ gridded / out["mass"]

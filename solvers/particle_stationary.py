@@ -9,6 +9,8 @@ from mfpde._checks import is_concrete
 from mfpde._solution import make_dataset, warn_or_raise
 from mfpde._timing import Timer
 
+from ._integrate import as_key
+from ._tolerances import tolerance
 from .particles import _initial_state
 
 
@@ -82,17 +84,17 @@ class ParticleStationary(mfpde.AbstractAlgorithm):
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
         flow, data = problem.flow, problem.data
         groups = flow.groups(data)
-        dtype = jnp.zeros(()).dtype
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+        tol = 1e-8 if dtype == jnp.float64 else 1e-5
+        rtol, atol = tolerance(rtol, tol, "rtol", dtype), tolerance(atol, tol, "atol", dtype)
         if solver is None:
-            tol = 1e-8 if dtype == jnp.float64 else 1e-5
-            solver = optx.LBFGS(rtol=rtol or tol, atol=atol or tol)
-        if isinstance(key, (int, np.integer)):
-            key = jax.random.key(int(key))
+            solver = optx.LBFGS(rtol=rtol, atol=atol)
+        key, _ = as_key(key)
         theta0 = _initial_state(problem.init, key, self.n, groups).reshape(self.n, -1).astype(dtype)
         with Timer() as timer:
             out = jax.device_get(_find(flow, data, theta0, solver, max_steps, self.chunk_size))
         observed, stats = out
-        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer)
+        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer, rtol, atol)
         return warn_or_raise(mfpde.Solution(dataset, problem), throw, "stationary solve")
 
 
@@ -135,7 +137,7 @@ _DESCRIPTIONS = {
 }
 
 
-def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer):
+def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, rtol, atol):
     described = {**_DESCRIPTIONS, **flow.describe(data)}
     variables = {name: (described[name][0], np.asarray(values), described[name][1]) for name, values in observed.items()}
     names = np.array(flow.coordinates(data), dtype=object)
@@ -148,5 +150,5 @@ def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer):
         coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
     stats = {k: np.asarray(v) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs={"solver": type(solver).__name__},
+                        timing=timer, attrs={"solver": type(solver).__name__, "rtol": rtol, "atol": atol},
                         title=f"{type(flow).__name__} stationary point, {algorithm.n} particles")

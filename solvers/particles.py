@@ -12,15 +12,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import mfpde
 from mfpde._checks import as_float_array
-from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._store import ChunkStore, fingerprint, numerics
 from mfpde._timing import Timer
 
 from ._entropy import knn_entropy
-from ._batches import error_norm, run_ensemble, sweep_variables
-from ._integrate import (as_key, as_progress_meter, brownian_tree, implicit_solver, integrate_adaptive, integrate_scan,
-                         spectral_radius)
+from ._batches import error_norm, merge_points, sweep_variables
+from ._driver import check_counts, integrator, restart_options, run
+from ._integrate import as_key, as_progress_meter, brownian_tree
 from ._saveat import save_times
 
 _AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
@@ -107,7 +105,8 @@ class Particles(mfpde.AbstractAlgorithm):
         **Arguments:**
 
         - `problem`: an `mfpde.FlowProblem`, or an `mfpde.EnsembleProblem` (all points batched through one compiled
-          program; the result has one dimension per swept parameter).
+          program; the result has one dimension per swept parameter). Each point gets the default method it would
+          get alone: a study mixing τ = 0 and τ > 0 runs its two kinds as two studies, ODE and SDE.
         - `saveat`: times (array) or a `diffrax.SaveAt(ts=...)`; default 101 times over the span. Observables are
           computed at these times only; no step is kept in memory.
         - `key`: an integer seed or a JAX PRNG key, for the initial particles and the noise.
@@ -159,16 +158,21 @@ class Particles(mfpde.AbstractAlgorithm):
                     progress_meter=progress_meter, brownian_tol=brownian_tol, batch_size=batch_size,
                     batch_stepping=batch_stepping,
                     directory=directory, checkpoint_every=checkpoint_every, client=client, throw=throw))
+            if solver is None and self.method == "adaptive":
+                kinds = np.array([float(ensemble.point_problem(p).flow.temperature) > 0 for p in ensemble.points()])
+                if kinds.any() and not kinds.all():
+                    return _solve_per_kind(self, ensemble, kinds, dict(
+                        saveat=saveat, key=key, stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0,
+                        max_steps=max_steps, progress_meter=progress_meter, brownian_tol=brownian_tol,
+                        batch_size=batch_size, batch_stepping=batch_stepping, directory=directory,
+                        checkpoint_every=checkpoint_every, client=client, throw=throw))
         base = ensemble.problem if ensemble is not None else problem
         if not isinstance(base, mfpde.FlowProblem):
             raise TypeError(f"`problem` must be an mfpde.FlowProblem or EnsembleProblem, got {type(problem).__name__}.")
         flow, data = base.flow, base.data
         ts = save_times(saveat, base.tspan)
         key, seed = as_key(key)
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        check_counts(max_steps=max_steps, batch_size=batch_size)
         norm = error_norm(batch_stepping, ensemble, batch_size, self.method)
         groups = flow.groups(data)
         n = self.n if self.n is not None else getattr(base.init, "n", None)
@@ -183,50 +187,18 @@ class Particles(mfpde.AbstractAlgorithm):
             ensemble.point_problem(point).flow.temperature for point in ensemble.points()
         ]
         noisy = bool(np.any(np.asarray(temperatures) > 0))
-        if noisy:  # strong (pathwise) error control: observables carry O(N^{-1/2}) Monte-Carlo error anyway
-            default_rtol = default_atol = 1e-3 if dtype == jnp.float64 else 1e-2
-        else:
-            default_rtol, default_atol = (1e-6, 1e-8) if dtype == jnp.float64 else (1e-4, 1e-6)
-        rtol = jnp.asarray(default_rtol if rtol is None else rtol, dtype)
-        atol = jnp.asarray(default_atol if atol is None else atol, dtype)
         progress_meter = as_progress_meter(progress_meter)
         attrs = {"seed": seed, "chunk_size": chunk, "noisy": noisy, "method": self.method}
         masses = jnp.full((n,), 1.0 / n, dtype=dtype)
+        span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
 
         with Timer() as timer:
-            if self.method == "scan":
-                integrate = jax.tree_util.Partial(integrate_scan, ts=jnp.asarray(ts, dtype), dt=self.dt.astype(dtype), noisy=noisy,
-                                       save=self.save_particles)
-                attrs.update(solver="EulerMaruyama" if noisy else "Euler", stepsize_controller="constant", dt=self.dt)
-            else:
-                stiff = None
-                if solver is None:
-                    if noisy:
-                        solver = diffrax.ShARK()
-                    else:
-                        system = _System(flow, data, masses, chunk, self.entropy_samples)
-                        lam = float(spectral_radius(system, y0, jnp.asarray(base.tspan[0], dtype)))
-                        stiff = lam * float(base.tspan[1] - base.tspan[0]) / 3.5 > self.stiff_steps
-                        attrs["jacobian_spectral_radius"] = lam
-                        solver = implicit_solver() if stiff else diffrax.Tsit5()
-                if stepsize_controller is None and noisy:
-                    # Milder PI coefficients, as diffrax recommends for noisy error estimates; steps land on the save
-                    # times, because interpolating an SDE solution between steps is only O(√h) accurate.
-                    stepsize_controller = diffrax.ClipStepSizeController(
-                        diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.1, icoeff=0.3, norm=norm),
-                        step_ts=jnp.asarray(ts, dtype),
-                    )
-                elif stepsize_controller is None:
-                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
-                span = float(base.tspan[1] - base.tspan[0])
-                integrate = jax.tree_util.Partial(
-                    integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
-                    dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps,
-                    brownian_tol=jnp.asarray(span * 2.0**-18 if brownian_tol is None else brownian_tol, dtype),
-                    noisy=noisy, save=self.save_particles,
-                )
-                attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
-                             atol=atol, max_steps=max_steps, stiff_detected=stiff)
+            probe = lambda: (_System(flow, data, masses, chunk, self.entropy_samples), y0, span[0])  # noqa: E731
+            integrate, described, numerics_ = integrator(
+                self, ts=ts, dtype=dtype, noisy=noisy, save=self.save_particles, span=span, probe=probe, solver=solver,
+                stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
+                brownian_tol=brownian_tol, norm=norm)
+            attrs.update(described)
             devices = jax.devices() if self.shard else jax.devices()[:1]
             # Many devices: the particle axis of one run, or the point axis of a study, is split across them.
             sharding = None
@@ -234,27 +206,9 @@ class Particles(mfpde.AbstractAlgorithm):
                 sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)), jax.sharding.PartitionSpec("particles"))
             attrs["devices"] = len(devices)
             point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples, sharding)
-            settings = numerics(solver, stepsize_controller)
-            if ensemble is None and directory is None:
-                out = jax.device_get(_run(point, base, key, progress_meter))[:2]
-            elif ensemble is None:
-                if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-                    raise ValueError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}.")
-                run = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                       attrs, base.data, base.init, ts, key, checkpoint_every, settings)
-                store = ChunkStore(directory, fingerprint(*run))
-                out = _run_checkpointed(point, base, key, progress_meter, jnp.asarray(ts, dtype), checkpoint_every, store)
-                attrs["checkpoint_every"] = checkpoint_every
-            else:
-                store = None
-                attrs.update(batch_size=batch_size, batch_stepping=batch_stepping)
-                if client is not None and directory is None:
-                    raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
-                if directory is not None:
-                    study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                             attrs, base.data, base.init, ensemble.sweep, ensemble.product, ts, key, batch_size, settings)
-                    store = ChunkStore(directory, fingerprint(*study))
-                out = run_ensemble(point, ensemble, key, batch_size, progress_meter, store, devices, client, batch_stepping)
+            out = run(point, base, ensemble, self, key, progress_meter, attrs, numerics_, ts=ts, directory=directory,
+                      checkpoint_every=checkpoint_every, batch_size=batch_size, batch_stepping=batch_stepping,
+                      client=client, devices=devices)
 
         observables, stats = out
         dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
@@ -284,30 +238,22 @@ def _solve_per_width(algorithm, ensemble, options):
     return mfpde.Solution(dataset)
 
 
-def _run_checkpointed(point, problem, key, meter, ts, every, store):
-    """Integrate segment by segment (`every` save times each), storing each segment's observables, statistics and
-    final state as it finishes, and continuing from the last stored segment. Stops at the first failed segment."""
-    outs, state = [], None
-    for segment, start in enumerate(range(0, len(ts), every)):
-        stop = min(start + every, len(ts))
-        restart = (ts[start:stop], segment, state)
-        if store.path(start, stop).exists():
-            shapes = eqx.filter_eval_shape(_run, point, problem, key, meter, restart)
-            out = store.load(start, stop, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
-        else:
-            out = jax.device_get(_run(point, problem, key, meter, restart))
-            store.save(start, stop, out)
-        outs.append(out[:2])
-        if out[1]["result"] != 0:
-            break
-        state = (jnp.asarray(out[2]), ts[stop - 1])
-    observed = jax.tree.map(lambda *a: np.concatenate(a), *[o[0] for o in outs])
-    missing = len(ts) - len(jax.tree.leaves(observed)[0])
-    if missing:  # after a failed segment: the remaining times were not reached
-        observed = jax.tree.map(lambda a: np.concatenate([a, np.full((missing, *a.shape[1:]), np.inf, a.dtype)]), observed)
-    stats = {k: sum(int(o[1][k]) for o in outs) for k in outs[0][1] if k != "result"}
-    stats["result"] = int(outs[-1][1]["result"])
-    return observed, stats
+def _solve_per_kind(algorithm, ensemble, noisy, options):
+    """A study mixing τ = 0 and τ > 0 points: each kind is solved as its own (zipped) study with the method and
+    tolerances its points get alone (ODE or SDE), and the two are put back in the study's order and shape. The
+    entropy, an observable of noisy points only, is NaN at the τ = 0 points."""
+    points = ensemble.points()
+    names = list(ensemble.sweep)
+    parts = []
+    for kind, label in ((False, "deterministic"), (True, "noisy")):
+        index = np.flatnonzero(noisy == kind)
+        sweep = {name: np.asarray([points[i][name] for i in index]) for name in names}
+        sub_options = dict(options)
+        if options["directory"] is not None:
+            sub_options["directory"] = Path(options["directory"]) / label
+        sub = mfpde.EnsembleProblem(ensemble.problem, sweep, product=False)
+        parts.append((index, algorithm.solve(sub, **sub_options).dataset))
+    return mfpde.Solution(merge_points(ensemble, parts))
 
 
 def _initial_state(init, key, n, groups):
@@ -336,28 +282,16 @@ class _Point(eqx.Module):
         return _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype), noise_key
 
     def __call__(self, problem, key, meter, restart=None):
-        """(observables at the save times, statistics, final state). With `restart = (ts, segment, state)` it
-        integrates over the save times ts only, from `state = (y, t)` if given, else from the initial measure."""
+        """(observables at the save times, statistics, final state). With `restart = (ts, state)` it
+        integrates over the save times ts only, from `state = (y, t, steps taken)` if given, else from the initial measure."""
         y0, noise_key = self.start(problem, key)  # a restart's state replaces y0 (and XLA drops the draw)
         span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
-        t_start, options = span[0], {}
-        if restart is not None:
-            ts, segment, state = restart
-            options = {"ts": ts}
-            if state is not None:
-                y0, t_start = state
-            if self.integrate.func is integrate_scan:  # fresh noise per segment; the Brownian tree spans the run
-                noise_key = jax.random.fold_in(noise_key, segment)
+        y0, t_start, options = restart_options(self.integrate, y0, span[0], restart)
         if self.sharding is not None:
             y0 = jax.lax.with_sharding_constraint(y0, self.sharding)
         return self.integrate(self.system(problem), y0, t_start, span, noise_key, meter, **options)
 
 
-def _solve_point(point: _Point, problem, key, meter, restart=None):
-    return point(problem, key, meter, restart)
-
-
-_run = eqx.filter_jit(_solve_point)
 class _System(eqx.Module):
     """The particle system: flow, data and masses, with the state flattened to a vector of N·p entries."""
 
@@ -395,9 +329,10 @@ class _System(eqx.Module):
             out["free_energy"] = risk
         out["theta_mean"] = jnp.mean(theta, axis=0)
         if theta.shape[1] <= 32:
-            out["theta_cov"] = jnp.cov(theta, rowvar=False).reshape(theta.shape[1], theta.shape[1])
+            # The moments of ρ_N itself (normalised by 1/N), as the grid's are of its density.
+            out["theta_cov"] = jnp.cov(theta, rowvar=False, bias=True).reshape(theta.shape[1], theta.shape[1])
         else:
-            out["theta_var"] = jnp.var(theta, axis=0, ddof=1)
+            out["theta_var"] = jnp.var(theta, axis=0)
         if save_particles:
             out["theta"] = theta
         return out
@@ -408,8 +343,8 @@ _DESCRIPTIONS = {
     "free_energy": ((), {"long_name": "free energy F = R + τ ∫ρ log ρ (entropy by k-NN estimate for particles)", "units": "1"}),
     "entropy": ((), {"long_name": "differential entropy of the trained coordinates (Kozachenko–Leonenko estimate)", "units": "1"}),
     "theta_mean": (("param",), {"long_name": "mean of θ over particles", "units": "1"}),
-    "theta_cov": (("param", "param2"), {"long_name": "covariance of θ over particles", "units": "1"}),
-    "theta_var": (("param",), {"long_name": "variance of θ over particles", "units": "1"}),
+    "theta_cov": (("param", "param2"), {"long_name": "covariance of θ under the empirical measure (1/N)", "units": "1"}),
+    "theta_var": (("param",), {"long_name": "variance of θ under the empirical measure (1/N)", "units": "1"}),
     "theta": (("particle", "param"), {"long_name": "particle positions θ_j", "units": "1"}),
 }
 

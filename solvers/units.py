@@ -1,6 +1,5 @@
 from typing import Literal
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -9,13 +8,12 @@ from jaxtyping import Array, Float
 
 import mfpde
 from mfpde._checks import as_float_array
-from mfpde._netcdf import flatten_attrs
 from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._store import ChunkStore, fingerprint, numerics
 from mfpde._timing import Timer
 
-from ._batches import error_norm, run_ensemble, sweep_variables
-from ._integrate import as_key, as_progress_meter, implicit_solver, integrate_adaptive, integrate_scan, spectral_radius
+from ._batches import error_norm, sweep_variables
+from ._driver import check_counts, integrator, restart_options, run
+from ._integrate import as_key, as_progress_meter
 from ._saveat import save_times
 
 
@@ -51,8 +49,8 @@ class Units(mfpde.AbstractAlgorithm):
 
     def solve(self, problem, *, saveat=None, key=0, solver=None, stepsize_controller=None, rtol=None, atol=None,
               dt0=None, max_steps: int = 100_000, progress_meter=False, batch_size: int = 64,
-              batch_stepping: Literal["per_point", "shared"] = "per_point", directory=None, client=None,
-              throw: bool = False) -> mfpde.Solution:
+              batch_stepping: Literal["per_point", "shared"] = "per_point", directory=None, checkpoint_every: int = 10,
+              client=None, throw: bool = False) -> mfpde.Solution:
         """Integrate `problem`: a `FlowProblem` with a layered flow and a layered initial measure such as
         `measures.IIDLayers`, or an `EnsembleProblem` of one (e.g. a sweep of `rates`, the learning-rate ratios,
         and seeds), whose points run batched through one compiled program. Options as for `Particles.solve`."""
@@ -60,8 +58,7 @@ class Units(mfpde.AbstractAlgorithm):
         base = ensemble.problem if ensemble is not None else problem
         if not isinstance(base, mfpde.FlowProblem) or not isinstance(base.flow, mfpde.flows.AbstractLayeredFlow):
             raise TypeError("`problem` of Units must be a FlowProblem with a layered flow, e.g. flows.Multilayer.")
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        check_counts(max_steps=max_steps, batch_size=batch_size)
         norm = error_norm(batch_stepping, ensemble, batch_size, self.method)
         if ensemble is not None:
             for name in ensemble.sweep:
@@ -72,52 +69,22 @@ class Units(mfpde.AbstractAlgorithm):
         ts = save_times(saveat, base.tspan)
         key, seed = as_key(key)
         # Drawn here, outside any trace, so that the measure's checks can warn (e.g. an ill-conditioned Gram matrix);
-        # a single solve and the stiffness probe start from it, an ensemble's points draw their own.
+        # the stiffness probe starts from it.
         y0 = _initial_vector(flow, base.init, jax.random.split(key)[0], shapes, data)
         dtype = y0.dtype
-        default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
-        rtol = jnp.asarray(default_rtol if rtol is None else rtol, dtype)
-        atol = jnp.asarray(rtol * 1e-2 if atol is None else atol, dtype)
         meter = as_progress_meter(progress_meter)
         span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
         attrs = {"seed": seed, "method": self.method}
         with Timer() as timer:
-            if self.method == "scan":
-                integrate = jax.tree_util.Partial(integrate_scan, ts=jnp.asarray(ts, dtype), dt=self.dt.astype(dtype),
-                                                  noisy=False, save=self.save_state)
-                attrs.update(solver="Euler", stepsize_controller="constant", dt=self.dt)
-            else:
-                stiff = None
-                if solver is None:
-                    system = _LayeredSystem(flow, data, tuple(shapes.items()))
-                    lam = float(spectral_radius(system, y0, span[0]))
-                    stiff = lam * float(span[1] - span[0]) / 3.5 > self.stiff_steps
-                    attrs["jacobian_spectral_radius"] = lam
-                    solver = implicit_solver() if stiff else diffrax.Tsit5()
-                if stepsize_controller is None:
-                    stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
-                integrate = jax.tree_util.Partial(
-                    integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=stepsize_controller,
-                    dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps, brownian_tol=None,
-                    noisy=False, save=self.save_state,
-                )
-                attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller), rtol=rtol,
-                             atol=atol, max_steps=max_steps, stiff_detected=stiff)
+            probe = lambda: (_LayeredSystem(flow, data, tuple(shapes.items())), y0, span[0])  # noqa: E731
+            integrate, described, numerics_ = integrator(
+                self, ts=ts, dtype=dtype, noisy=False, save=self.save_state, span=span, probe=probe, solver=solver,
+                stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps, norm=norm)
+            attrs.update(described)
             point = _UnitsPoint(integrate, tuple(shapes.items()), dtype)
-            settings = numerics(solver, stepsize_controller)
-            if ensemble is None:
-                observed, stats, _ = jax.device_get(_run(point, base, key, meter, y0))
-            else:
-                if client is not None and directory is None:
-                    raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
-                store = None
-                attrs.update(batch_size=batch_size, batch_stepping=batch_stepping)
-                if directory is not None:
-                    study = (flatten_attrs(flow, "flow"), flatten_attrs(base.init, "init"), flatten_attrs(self, "algorithm"),
-                             attrs, base.data, ensemble.sweep, ensemble.product, ts, key, batch_size, settings)
-                    store = ChunkStore(directory, fingerprint(*study))
-                observed, stats = run_ensemble(point, ensemble, key, batch_size, meter, store, jax.devices(), client,
-                                               batch_stepping)
+            observed, stats = run(point, base, ensemble, self, key, meter, attrs, numerics_, ts=ts, directory=directory,
+                                  checkpoint_every=checkpoint_every, batch_size=batch_size,
+                                  batch_stepping=batch_stepping, client=client, devices=jax.devices())
         dataset = _dataset(base, self, shapes, ts, observed, stats, timer, attrs, ensemble)
         return warn_or_raise(mfpde.Solution(dataset, problem), throw)
 
@@ -138,12 +105,13 @@ class _UnitsPoint(eqx.Module):
         y0 = _initial_vector(problem.flow, problem.init, init_key, dict(self.shapes), problem.data)
         return y0.astype(self.dtype), noise_key
 
-    def __call__(self, problem, key, meter, y0=None):
-        """Solve from `y0`, or from weights drawn with `key`'s first half (the second drives the noise)."""
-        drawn, noise_key = self.start(problem, key)
-        y0 = drawn if y0 is None else y0.astype(self.dtype)
+    def __call__(self, problem, key, meter, restart=None):
+        """(observables at the save times, statistics, final state), from weights drawn with `key`'s first half (the
+        second would drive noise), or continued from `restart` (see `restart_options`)."""
+        y0, noise_key = self.start(problem, key)
         span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
-        return self.integrate(self.system(problem), y0, span[0], span, noise_key, meter)
+        y0, t_start, options = restart_options(self.integrate, y0, span[0], restart)
+        return self.integrate(self.system(problem), y0, t_start, span, noise_key, meter, **options)
 
 
 def _initial_vector(flow, init, key, shapes: dict, data):
@@ -177,11 +145,6 @@ class _LayeredSystem(eqx.Module):
         if save:
             out.update(state)
         return out
-
-
-@eqx.filter_jit
-def _run(point, problem, key, meter, y0):
-    return point(problem, key, meter, y0)
 
 
 def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs, ensemble):

@@ -1,5 +1,9 @@
+import os
 import re
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -15,7 +19,7 @@ def test_demo_writes_netcdf_plot_and_summary(tmp_path, capsys):
     assert (tmp_path / "run.png").stat().st_size > 10_000
     ds = mfpde.load(out).dataset
     assert ds.sizes["particle"] == 64 and ds.loss[-1] < ds.loss[0]
-    xr.testing.assert_identical(ds, xr.load_dataset(out))
+    xr.testing.assert_identical(ds, xr.load_dataset(out, decode_times=False))  # mean-field time, not dates
 
 
 CONFIG = """
@@ -84,21 +88,23 @@ def test_sweep_and_show(tmp_path, capsys):
     "edit, match",
     [
         (("[flow]", "[flow]\nwidth = 3"), "flow.width: unknown key"),
-        (("l2 = 1e-3", 'l2 = "big"'), r"flow: .*`l2`"),
-        (("temperature = 0.01", "temperature = -1.0"), r"flow: .*`temperature`"),
+        (("l2 = 1e-3", 'l2 = "big"'), r"flow.l2: expected a number, got 'big'"),
+        (("temperature = 0.01", "temperature = -1.0"), r"flow.temperature: .*`temperature`"),
         (('kind = "TwoLayer"', 'kind = "ThreeLayer"'), "flow.kind: unknown"),
         (("[algorithm]", "[algorithms]"), "algorithms: unknown section"),
-        (("n = 16", "n = 0"), r"algorithm: .*`n`"),
+        (("n = 16", "n = 0"), r"algorithm.n: .*`n`"),
+        (("key = 3", 'key = 3\nrtol = "tight"'), r"solve.rtol: expected a positive number, got 'tight'"),
+        (("key = 3", 'key = 3\nbatch_size = "two"'), r"solve.batch_size: expected a positive integer, got 'two'"),
         (("key = 3", "keys = 3"), "solve.keys: unknown key"),
         (("key = 3", 'key = 3\nbatch_stepping = "together"'), "solve.batch_stepping: must be"),
-        (("tspan = [0.0, 2.0]", "tspan = [2.0, 0.0]"), "problem: .*`tspan`"),
-        (("std = 0.5", "std = -0.5"), r"init.u: .*`std`"),
+        (("tspan = [0.0, 2.0]", "tspan = [2.0, 0.0]"), "problem.tspan: .*`tspan`"),
+        (("std = 0.5", "std = -0.5"), r"init.u.std: .*`std`"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, capsys, monkeypatch, edit, match):
-    import solvers.particles
+    import solvers._driver
 
-    monkeypatch.setattr(solvers.particles, "_run", None)  # nothing may be compiled or run
+    monkeypatch.setattr(solvers._driver, "run_point", None)  # nothing may be compiled or run
     config = tmp_path / "c.toml"
     config.write_text(CONFIG.replace(*edit, 1))
     assert main(["run", str(config), "-o", str(tmp_path / "r.nc")]) == 2
@@ -124,3 +130,98 @@ def test_vector_sweep_from_config_and_set(tmp_path):
         build({**config, "sweep": {"rates": [[1, 1, 1], [1, 0.5]]}})
     with pytest.raises(ConfigError, match="--set: cannot read '\\[\\[1, 1' as a TOML array"):
         parse_range("[[1, 1")
+
+
+# A noisy run on the lean fixed-step path: cheap to compile, and it exercises the Brownian increments too.
+SCAN_CONFIG = CONFIG.replace("n = 16", 'n = 16\nmethod = "scan"\ndt = 0.05')
+
+
+def _fresh_python(args, cwd):
+    """Run `python args` in a fresh process without 64-bit JAX (as a user's shell would start it)."""
+    env = {name: value for name, value in os.environ.items() if name.upper() != "JAX_ENABLE_X64"}
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def _scan_problem():
+    from solvers import Particles
+
+    data = mfpde.datasets.teacher(0, n=32, d=2)
+    init = mfpde.measures.Product(u=mfpde.measures.Gaussian(std=0.5), w=mfpde.measures.Gaussian(std=1.0))
+    prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=1e-3, temperature=0.01), data, init, (0.0, 2.0))
+    return prob, Particles(n=16, method="scan", dt=0.05)
+
+
+def test_cli_in_a_fresh_process_computes_in_float64_like_the_api(tmp_path):
+    """`mfpde run` enables 64-bit itself, before the configuration builds any array: a fresh process without it gives
+    the numbers of the API run in float64 (this test process has 64-bit on)."""
+    import jax.numpy as jnp
+
+    (tmp_path / "c.toml").write_text(SCAN_CONFIG)
+    _fresh_python(["-m", "mfpde.cli", "run", "c.toml", "-o", "r.nc", "-q"], tmp_path)
+    ds = mfpde.load(tmp_path / "r.nc").dataset
+    prob, algorithm = _scan_problem()
+    direct = mfpde.solve(prob, algorithm, saveat=jnp.linspace(0, 2, 5), key=3).dataset
+    assert direct.loss.dtype == np.float64
+    for name, variable in direct.variables.items():
+        if variable.dtype.kind == "f":
+            assert ds[name].dtype == variable.dtype, name
+            np.testing.assert_allclose(ds[name], variable, rtol=1e-10, atol=1e-10, err_msg=name)
+        else:
+            np.testing.assert_array_equal(ds[name], variable, err_msg=name)
+
+
+# Data-free and lean (compiles in a second or two); the kappa and temperature are not exact in float32.
+OU_CONFIG = """
+[flow]
+kind = "OrnsteinUhlenbeck"
+kappa = 1.3
+temperature = 0.1
+dim = 2
+
+[init]
+kind = "Gaussian"
+std = 0.7
+
+[problem]
+tspan = [0.0, 2.0]
+
+[algorithm]
+kind = "Particles"
+n = 16
+method = "scan"
+dt = 0.05
+
+[solve]
+saveat = { start = 0.0, stop = 2.0, num = 5 }
+key = 3
+"""
+
+FLOAT32_API = """
+import jax.numpy as jnp
+import mfpde
+from mfpde.cli import main
+from solvers import Particles
+
+assert main(["run", "c.toml", "-o", "cli.nc", "--dtype", "float32", "-q"]) == 0
+flow = mfpde.flows.OrnsteinUhlenbeck(kappa=1.3, temperature=0.1, dim=2)
+prob = mfpde.FlowProblem(flow, None, mfpde.measures.Gaussian(std=0.7), (0.0, 2.0))
+mfpde.solve(prob, Particles(n=16, method="scan", dt=0.05), saveat=jnp.linspace(0, 2, 5), key=3).to_netcdf("api.nc")
+"""
+
+
+def test_cli_float32_on_request_equals_the_float32_api(tmp_path):
+    """`--dtype float32` leaves 64-bit off: every floating-point variable written is float32, and equals the API run
+    in float32 in a fresh process (the CLI runs first there, so had it turned 64-bit on, the API run would be
+    float64 too and the dtypes would show it)."""
+    (tmp_path / "c.toml").write_text(OU_CONFIG)
+    _fresh_python(["-c", FLOAT32_API], tmp_path)
+    cli, api = (mfpde.load(tmp_path / name).dataset for name in ("cli.nc", "api.nc"))
+    floats = [name for name, variable in cli.variables.items() if variable.dtype.kind == "f"]
+    assert {"risk", "free_energy", "theta_mean", "time"} <= set(floats)
+    assert {name: str(cli[name].dtype) for name in floats} == dict.fromkeys(floats, "float32")
+    assert {name: str(api[name].dtype) for name in floats} == dict.fromkeys(floats, "float32")
+    xr.testing.assert_equal(cli.drop_attrs(), api.drop_attrs())
+    assert "--dtype float32" in cli.attrs["history"]

@@ -1,5 +1,6 @@
 import diffrax
 import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
@@ -90,11 +91,37 @@ def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(levels, atol
     assert not np.allclose(ds.theta.sel(seed=0), ds.theta.sel(seed=1))
 
 
+
+@pytest.mark.parametrize("stepping", ["per_point", pytest.param("shared", marks=pytest.mark.slow)])
+def test_mixed_temperature_study_gives_each_point_its_own_method(stepping):
+    """τ = 0 points get the ODE method and tolerances they get alone (Tsit5, rtol 1e-6), τ > 0 points the SDE one
+    (ShARK): each point equals its single solve. Solved with the SDE method a τ = 0 point is off by ~1e-4."""
+    prob = _problem(0.02)
+    options = dict(saveat=[1.0, 2.0], brownian_tol=2.0 * 2.0**-12)
+    study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.0, 0.02], "seed": [1, 2]})
+    ds = mfpde.solve(study, Particles(n=8, save_particles=True), batch_stepping=stepping, **options).dataset
+    assert ds.theta.dims[:2] == ("temperature", "seed") and (ds.result == 0).all()
+    assert "Tsit5" in ds.attrs["solver"] and "ShARK" in ds.attrs["solver"]
+    for temperature in (0.0, 0.02):
+        for seed in (1, 2):
+            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), Particles(n=8, save_particles=True),
+                                 key=seed, **options).dataset
+            point = ds.sel(temperature=temperature, seed=seed)
+            # Per point: equal to rounding. Shared steps: to the tolerance of the point's method (ODE 1e-6, SDE 1e-3).
+            tol = 1e-10 if stepping == "per_point" else 1e-6 if temperature == 0.0 else 1e-4  # measured 2.3e-5
+            np.testing.assert_allclose(point.theta, single.theta, atol=tol)
+            np.testing.assert_allclose(point.free_energy, single.free_energy, atol=tol)
+            if stepping == "per_point":
+                assert int(point.num_steps) == int(single.num_steps)
+    assert np.isnan(ds.entropy.sel(temperature=0.0)).all() and np.isfinite(ds.entropy.sel(temperature=0.02)).all()
+
+
 @pytest.mark.parametrize("stepping", ["per_point", "shared"])
 def test_sixty_four_points_trace_once(monkeypatch, stepping):
     solve = {"per_point": "solve_values", "shared": "solve_shared"}[stepping]
     monkeypatch.setattr(solvers._batches, solve, eqx.debug.assert_max_traces(getattr(solvers._batches, solve), max_traces=1))
-    study = mfpde.EnsembleProblem(_problem(0.01), sweep={"temperature": np.linspace(0.0, 0.1, 16), "seed": range(4)})
+    # All points noisy: a study mixing τ = 0 runs its two kinds as two programs (one trace each).
+    study = mfpde.EnsembleProblem(_problem(0.01), sweep={"temperature": np.linspace(0.01, 0.1, 16), "seed": range(4)})
     algorithm = Particles(n=8, method="scan", dt=0.1) if stepping == "per_point" else Particles(n=8)
     sol = mfpde.solve(study, algorithm, saveat=[1.0, 2.0], batch_size=16, batch_stepping=stepping)
     assert sol.dataset.loss.shape == (16, 4, 2) and np.isfinite(sol.dataset.loss).all()
@@ -109,8 +136,8 @@ def test_shared_steps_equal_single_solves():
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.0, 0.02, 0.05], "seed": [0, 1, 2]})
     ds = mfpde.solve(study, Particles(n=16, save_particles=True), batch_size=6, batch_stepping="shared", **options).dataset
     assert (ds.result == 0).all() and ds.attrs["batch_stepping"] == "shared"
-    steps = ds.num_steps.values.reshape(-1)
-    assert (steps[:6] == steps[0]).all() and (steps[6:] == steps[6]).all()  # one step sequence per batch
+    steps = ds.num_steps.values.reshape(-1)  # τ = 0 points are one group (ODE method), τ > 0 ones another (SDE)
+    assert (steps[:3] == steps[0]).all() and (steps[3:] == steps[3]).all()  # one step sequence per batch
     for temperature in (0.02, 0.05):
         for seed in (0, 1, 2):
             single = mfpde.solve(mfpde.remake(prob, temperature=temperature), Particles(n=16, save_particles=True),
@@ -131,10 +158,36 @@ def test_batch_of_one_with_shared_steps_is_the_single_solve():
     assert int(ds.num_steps.sel(seed=3)) == int(single.num_steps)
 
 
-def test_max_rms_norm_is_the_worst_point():
+def test_max_rms_norm_is_the_worst_point_and_rejects_a_non_finite_error():
     norm = solvers.MaxRMSNorm(points=3)
-    error = np.array([[3.0, 4.0], [1.0, 1.0], [np.nan, 0.0]]).reshape(-1)
+    error = np.array([[3.0, 4.0], [1.0, 1.0], [0.5, 0.0]]).reshape(-1)
     assert float(norm(error)) == pytest.approx(np.sqrt(12.5))
+    for bad in (np.nan, np.inf):
+        error[5] = bad  # a step that overflowed for one point is rejected, never accepted with that point lost
+        assert float(norm(error)) == np.inf
+
+
+def _quartic(mean=10.0):
+    """dθ/dt = −θ³ from θ₀: θ(t) = θ₀/√(1 + 2θ₀²t). A first step of 100 overflows; smaller ones are fine."""
+    flow = mfpde.flows.Potential(potential=lambda th: 0.25 * jnp.sum(th**4), dim=1)
+    return mfpde.FlowProblem(flow, None, mfpde.measures.Gaussian(mean=mean, std=0.0), (0.0, 10.0))
+
+
+@pytest.mark.parametrize("stepping", [None, "shared"])
+def test_a_step_that_overflows_is_rejected_and_the_point_recovers(stepping):
+    options = dict(saveat=[1.0, 10.0], dt0=100.0, solver=diffrax.Tsit5())
+    exact = lambda m, t: m / np.sqrt(1 + 2 * m**2 * t)  # noqa: E731
+    if stepping is None:
+        ds = mfpde.solve(_quartic(), Particles(n=2), **options).dataset
+        assert int(ds.result) == 0
+        np.testing.assert_allclose(ds.theta_mean.values[:, 0], exact(10.0, np.array([1.0, 10.0])), rtol=1e-5)
+        return
+    study = mfpde.EnsembleProblem(_quartic(), sweep={"init.mean": [10.0, 1.0]})
+    ds = mfpde.solve(study, Particles(n=2), batch_stepping=stepping, **options).dataset
+    assert list(ds.result.values) == [0, 0]
+    for m in (10.0, 1.0):
+        np.testing.assert_allclose(ds.theta_mean.sel(init_mean=m).values[:, 0], exact(m, np.array([1.0, 10.0])),
+                                   rtol=1e-5)
 
 
 def test_study_progress_bar_counts_points_and_batches(capfd):

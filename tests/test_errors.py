@@ -1,11 +1,12 @@
 """Bad input: a clear error naming the argument, raised before the solve is compiled."""
 
+import diffrax
 import numpy as np
 import pytest
 
 import mfpde
 import solvers._batches
-import solvers.particles
+import solvers._driver
 from solvers import Particles
 
 
@@ -14,7 +15,7 @@ def _no_integration(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the integration was reached")
 
-    monkeypatch.setattr(solvers.particles, "_run", fail)
+    monkeypatch.setattr(solvers._driver, "run_point", fail)
     monkeypatch.setattr(solvers._batches, "run_batch", fail)
     monkeypatch.setattr(solvers._batches, "run_shared", fail)
 
@@ -61,6 +62,12 @@ def _study():
         (lambda: mfpde.solve(_problem(), "particles"), "`algorithm`"),
         (lambda: mfpde.solve(_problem(), Particles(n=4), saveat=[0.5, 2.0]), "`saveat`"),
         (lambda: mfpde.solve(_problem(), Particles(n=4), saveat=[0.5, 0.2]), "`saveat`"),
+        (lambda: mfpde.solve(_problem(), Particles(n=4), saveat=diffrax.SaveAt(ts=[0.5], fn=lambda t, y, args: y)),
+         "`saveat`: `fn`"),
+        (lambda: mfpde.solve(_problem(), Particles(n=4), saveat=diffrax.SaveAt(
+            subs=[diffrax.SubSaveAt(ts=[0.5]), diffrax.SubSaveAt(t1=True)])), "`saveat`: `subs`"),
+        (lambda: mfpde.solve(_problem(), Particles(n=4), saveat=diffrax.SaveAt(ts=[0.5], solver_state=True)),
+         "`saveat`: .*solver_state"),
         (lambda: mfpde.solve(_problem(), Particles(n=4), key="seed"), "`key`"),
         (lambda: mfpde.solve(_problem(), Particles(n=4), max_steps=0), "`max_steps`"),
         (lambda: mfpde.solve(_problem(), Particles()), "`n`"),

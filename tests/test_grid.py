@@ -169,7 +169,13 @@ def test_mass_positivity_and_free_energy(ou2d):
     mean = MEAN0 * np.exp(-KAPPA * T)
     exact = 0.5 * KAPPA * np.sum(mean**2 + var) - TAU * np.sum(0.5 * np.log(2 * np.pi * np.e * var))
     assert abs(float(ds.free_energy.sel(time=T)) - exact) < 5e-3
-    np.testing.assert_allclose(ds.free_energy, ds.risk - TAU * ds.entropy)
+    # And against F written out from the saved density: Σ m_k κ|θ_k|²/2 + τ Σ m_k log(m_k / V).
+    nodes = np.stack(np.meshgrid(*grid.nodes(), indexing="ij"), axis=-1)
+    potential = 0.5 * KAPPA * np.sum(nodes**2, axis=-1)
+    m = np.clip(masses, 1e-300, None)
+    by_hand = np.sum(masses * potential, axis=(1, 2)) + TAU * np.sum(masses * np.log(m / grid.cell_volume), axis=(1, 2))
+    # (to 1e-7: the integrator leaves masses of −1e-9 here and there, whose m log m the two treat differently)
+    np.testing.assert_allclose(ds.free_energy, by_hand, rtol=0, atol=1e-7)
 
 
 def test_netcdf_round_trip(ou2d, tmp_path):
@@ -366,5 +372,12 @@ def test_bad_input_names_the_argument():
         mfpde.solve(two_layer, Grid(bounds=((-3.0, 3.0),) * 2, cells=8, axes=("w_0", "w_1"), fixed={"u": 1.0, "v": 2.0}))
     with pytest.raises(ValueError, match="`fixed`.*gridded"):
         mfpde.solve(two_layer, Grid(bounds=((-3.0, 3.0),) * 2, cells=8, axes=("w_0", "w_1"), fixed={"u": 1.0, "w_0": 2.0}))
+    # The fixed coordinates must be where the initial measure puts them: a point mass at the fixed value.
+    with pytest.raises(ValueError, match=r"`fixed` of Grid: u = 2, but the initial measure puts u at 1;"):
+        mfpde.solve(two_layer, Grid(bounds=((-3.0, 3.0),) * 2, cells=8, axes=("w_0", "w_1"), fixed={"u": 2.0}))
+    spread = mfpde.remake(two_layer, init=mfpde.measures.Product(u=mfpde.measures.Gaussian(mean=1.0, std=0.3),
+                                                                  w=mfpde.measures.Gaussian(std=0.5)))
+    with pytest.raises(ValueError, match=r"`fixed` of Grid: u = 1, but the initial measure puts u at values from"):
+        mfpde.solve(spread, Grid(bounds=((-3.0, 3.0),) * 2, cells=8, axes=("w_0", "w_1"), fixed={"u": 1.0}))
     with pytest.raises(TypeError, match="EnsembleProblem"):
         mfpde.solve(mfpde.EnsembleProblem(problem, sweep={"temperature": [0.1, 0.2]}), Grid(bounds=((-5.0, 5.0),) * 2, cells=8))

@@ -155,3 +155,19 @@ def test_batched_sweep_equals_single_solves(stepping, rtol):
         for seed in range(3):
             single = mfpde.solve(mfpde.remake(prob, l2=l2), Units(widths=(6, 6)), saveat=[1.0], key=seed).dataset
             np.testing.assert_allclose(ds.risk.sel(l2=l2, seed=seed), single.risk, rtol=rtol)
+
+
+def test_checkpointed_units_run_resumes_to_the_uninterrupted_one(tmp_path):
+    # The one driver gives Units the checkpointed runs of Particles: segments stored as they finish, a rerun
+    # continuing from the last one. Each segment ends its steps on its last save time, so the run agrees with the
+    # one in one piece to the solver's tolerance (rtol 1e-6), and the resumed run with the first to rounding.
+    prob = mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
+                             mfpde.measures.IIDLayers(std=1.0), (0.0, 1.0))
+    saveat = np.linspace(0.2, 1.0, 5)
+    whole = mfpde.solve(prob, Units(widths=(4, 4)), saveat=saveat, key=1).dataset
+    first = mfpde.solve(prob, Units(widths=(4, 4)), saveat=saveat, key=1, directory=tmp_path, checkpoint_every=2).dataset
+    assert len(list(tmp_path.glob("*.nc"))) == 3
+    np.testing.assert_allclose(first.risk.values, whole.risk.values, rtol=1e-5)
+    (tmp_path / sorted(p.name for p in tmp_path.glob("*.nc"))[-1]).unlink()  # as if interrupted in the last segment
+    resumed = mfpde.solve(prob, Units(widths=(4, 4)), saveat=saveat, key=1, directory=tmp_path, checkpoint_every=2).dataset
+    np.testing.assert_allclose(resumed.risk.values, first.risk.values, rtol=1e-12)

@@ -48,7 +48,11 @@ def test_energy_decreases_and_risk_is_energy():
     sol = mfpde.solve(prob, Particles(), saveat=np.linspace(0, 3, 31))
     risk = sol.dataset.risk.values
     assert np.all(np.diff(risk) <= 1e-12)
-    np.testing.assert_allclose(sol.dataset.free_energy, risk)
+    # τ = 0: the free energy is the energy of the width-N network, written out here from the saved particles.
+    ds = mfpde.solve(prob, Particles(save_particles=True), saveat=[3.0]).dataset
+    theta = ds.theta.values[-1]
+    _, loss = two_layer_gradient_flow(theta, np.asarray(prob.data.X), np.asarray(prob.data.y), alpha=1.5, l2=1e-2, bias=True)
+    np.testing.assert_allclose(float(ds.free_energy[-1]), loss + 0.5e-2 * np.mean(np.sum(theta**2, axis=1)), rtol=1e-12)
 
 
 def test_fixed_output_layer_keeps_u():
@@ -133,3 +137,18 @@ def test_logistic_loss_and_multiple_outputs():
     ds = mfpde.solve(prob, Particles(n=32), saveat=[0.0, 5.0]).dataset
     assert ds.sizes["output"] == 2 and list(ds.param.values[:2]) == ["u_0", "u_1"]
     assert ds.loss.values[1] < ds.loss.values[0]
+
+
+def test_moments_are_those_of_the_empirical_measure():
+    # θ_mean and θ_cov (θ_var beyond 32 coordinates) are the moments of ρ_N = (1/N) Σ δ_θj, normalised by 1/N as
+    # the grid's moments of its density are: computed here from the saved particles with NumPy.
+    for d in (3, 40):
+        data = mfpde.Dataset(np.linspace(-1, 1, 4 * d).reshape(4, d), np.ones(4))
+        prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(), data, mfpde.measures.Gaussian(std=1.0), (0.0, 0.1))
+        ds = mfpde.solve(prob, Particles(n=5, save_particles=True), saveat=[0.1], key=3).dataset
+        theta = ds.theta.values[-1]
+        np.testing.assert_allclose(ds.theta_mean.values[-1], theta.mean(axis=0), rtol=1e-13)
+        if d == 3:
+            np.testing.assert_allclose(ds.theta_cov.values[-1], np.cov(theta.T, bias=True), rtol=1e-12, atol=1e-15)
+        else:
+            np.testing.assert_allclose(ds.theta_var.values[-1], theta.var(axis=0), rtol=1e-12)

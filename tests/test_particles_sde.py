@@ -52,7 +52,12 @@ def test_entropy_estimate_and_free_energy_of_gaussian():
     var = np.diagonal(ds.theta_cov.values[-1])
     exact_entropy = 0.5 * np.sum(np.log(2 * np.pi * np.e * var))
     assert abs(float(ds.entropy[-1]) - exact_entropy) < 0.05
-    np.testing.assert_allclose(ds.free_energy, ds.risk - TAU * ds.entropy)
+    # F = ∫V dρ − τ H against the closed forms of the OU law at T: E|θ|²κ/2 from its moments, H of the Gaussian.
+    mean_exact = M0 * np.exp(-KAPPA * T)
+    var_exact = S0**2 * np.exp(-2 * KAPPA * T) + TAU / KAPPA * (1 - np.exp(-2 * KAPPA * T))
+    exact = 2 * (0.5 * KAPPA * (mean_exact**2 + var_exact) - TAU * 0.5 * np.log(2 * np.pi * np.e * var_exact))
+    assert abs(float(ds.free_energy[-1]) - exact) < 0.05 * TAU + 4 * KAPPA * np.sqrt(2 * var_exact**2 / 4000), (
+        float(ds.free_energy[-1]), exact)
 
 
 def test_noisy_two_layer_free_energy_decreases():
@@ -75,3 +80,13 @@ def test_width_convergence_rate():
         rms.append(np.sqrt(np.mean((np.array(f) - reference) ** 2)))
     rate = np.polyfit(np.log(widths), np.log(rms), 1)[0]
     assert -0.75 < rate < -0.3, (rms, rate)
+
+
+def test_checkpointed_scan_draws_the_noise_of_the_unchecked_run(tmp_path):
+    # Same key, same Brownian increments, whatever the checkpointing: the segmented run equals the whole one.
+    prob, saveat = _ou(), np.linspace(0.1, T, 7)
+    algorithm = Particles(n=4, method="scan", dt=0.03, save_particles=True)
+    whole = mfpde.solve(prob, algorithm, saveat=saveat, key=2).dataset
+    checked = mfpde.solve(prob, algorithm, saveat=saveat, key=2, directory=tmp_path, checkpoint_every=3).dataset
+    np.testing.assert_allclose(checked.theta.values, whole.theta.values, rtol=0, atol=1e-13)
+    assert int(checked.num_steps) == int(whole.num_steps)

@@ -10,7 +10,7 @@ import xarray as xr
 from hypothesis import given, settings, strategies as st
 
 import mfpde
-import solvers.particles
+import solvers._driver
 from mfpde._netcdf import sanitize_attrs, write_atomic
 from solvers import Particles
 
@@ -96,8 +96,8 @@ def test_plot(tmp_path):
 
 
 def test_remake_does_not_recompile(monkeypatch):
-    counted = eqx.filter_jit(eqx.debug.assert_max_traces(solvers.particles._solve_point, max_traces=1))
-    monkeypatch.setattr(solvers.particles, "_run", counted)
+    counted = eqx.filter_jit(eqx.debug.assert_max_traces(solvers._driver._solve_point, max_traces=1))
+    monkeypatch.setattr(solvers._driver, "run_point", counted)
     prob = _problem(temperature=0.05)
     first = mfpde.solve(prob, Particles(n=16), saveat=[1.0, 2.0], rtol=1e-3, atol=1e-3)
     for changed, options in [
@@ -168,3 +168,42 @@ def test_checkpointed_run_resumes_from_last_segment(tmp_path, method):
     if method == "adaptive":
         np.testing.assert_allclose(whole.theta, direct.theta, atol=1e-3)
     assert whole.theta.shape == direct.theta.shape
+
+
+def _numeric_attribute_sizes(path):
+    """Element counts of the numeric global attributes, read from the file with netCDF4 (not through xarray)."""
+    import netCDF4
+
+    with netCDF4.Dataset(path) as nc:
+        return {name: np.size(nc.getncattr(name)) for name in nc.ncattrs() if not isinstance(nc.getncattr(name), str)}
+
+
+def test_explicit_initial_state_is_stored_as_variables_not_attributes(tmp_path):
+    """`measures.Particles(u=..., w=...)` lands in variables: the arrays come back exactly from the file, and no
+    attribute holds more than a few numbers."""
+    rng = np.random.default_rng(0)
+    u0, w0 = rng.normal(size=5), rng.normal(size=(5, 2))
+    prob = mfpde.remake(_problem(), init=mfpde.measures.Particles(u=u0, w=w0, b=np.zeros(5)))
+    sol = mfpde.solve(prob, Particles(n=5, method="scan", dt=0.5, save_particles=True), saveat=[0.0, 2.0])
+    path = sol.to_netcdf(tmp_path / "run.nc")
+    back = mfpde.load(path).dataset
+    xr.testing.assert_identical(back, sol.dataset)
+    np.testing.assert_array_equal(back["init_arrays_u"].values, u0[:, None])
+    np.testing.assert_array_equal(back["init_arrays_w"].values, w0)
+    np.testing.assert_array_equal(back.theta.isel(time=0).sel(param=["w_0", "w_1"]).values, w0)  # the state it started from
+    sizes = _numeric_attribute_sizes(path)
+    assert max(sizes.values()) <= 8, {name: size for name, size in sizes.items() if size > 8}
+    assert back.attrs["init"] == "Particles" and back.attrs["init_arrays_w"] == "variable init_arrays_w"
+
+
+def test_layers_state_is_stored_as_variables(tmp_path):
+    """The matrices of `measures.Layers` become variables too (of any size), and read back exactly."""
+    from mfpde._netcdf import describe
+
+    W = {"w1": np.arange(6.0).reshape(3, 2), "w2": np.arange(3.0).reshape(1, 3)}
+    attrs, variables = describe(mfpde.measures.Layers(**W), "init")
+    path = write_atomic(xr.Dataset(variables, attrs=sanitize_attrs(attrs)), tmp_path / "layers.nc")
+    back = xr.load_dataset(path)
+    for name, matrix in W.items():
+        np.testing.assert_array_equal(back[f"init_arrays_{name}"].values, matrix)
+    assert max(_numeric_attribute_sizes(path).values(), default=0) <= 8 and back.attrs["init"] == "Layers"

@@ -137,7 +137,7 @@ class Multilayer(AbstractLayeredFlow):
             # Spread of the units' features across a layer: 0 when every unit computes the same feature.
             "unit_spread": jnp.stack([jnp.mean(jnp.var(h, axis=1)) for h in H]),
             "w1_mean": jnp.mean(state["w1"], axis=0),
-            "w1_cov": jnp.cov(state["w1"], rowvar=False).reshape(data.d, data.d),
+            "w1_cov": jnp.cov(state["w1"], rowvar=False, bias=True).reshape(data.d, data.d),
         }
         if data.X_test is not None:
             out["test_loss"] = jnp.mean(ell(self.predict(state, data.X_test), data.y_test))
