@@ -52,7 +52,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
     - "weights": the state is the weights `w1`…`w{L+1}`; features come from a forward pass.
     - "features": the state is the weights and the features `theta1`…`thetaL`, integrated together with the velocities
       above. The features are then independent state and the consistency residual
-      max |θ_{ℓ+1} − s θ_ℓ − (1/m_ℓ) Σ_i w_{ℓ+1,i·} h(θ_{ℓ,i})| (`consistency_residual`) measures how well the
+      (the RMS over units and training points of θ_{ℓ+1} − s θ_ℓ − (1/m_ℓ) Σ_i w_{ℓ+1,i·} h(θ_{ℓ,i}), `consistency_residual`) measures how well the
       integration keeps them on the network's constraint.
     """
 
@@ -226,10 +226,15 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         return out
 
     def consistency(self, state: dict, data: Dataset) -> Array:
-        """max |θ_ℓ − (s θ_{ℓ−1} + (1/m) Σ w_ℓ h(θ_{ℓ−1}))| per layer ℓ = 1..L (θ_0 ≡ X, first layer θ_1 − X w_1)."""
+        """The distance of the features from the network's forward pass, per layer ℓ = 1..L, as a root mean square
+        over the units j and training points i (so that widths compare):
+
+            r_ℓ = (mean_{j,i} |θ_{ℓ,j}(x_i) − s θ_{ℓ−1,j}(x_i) − (1/m) Σ_k w_{ℓ,kj} h(θ_{ℓ−1,k}(x_i))|²)^{1/2},
+
+        with θ_0 ≡ X (the first layer's reference is X w_1)."""
         weights, thetas = self._unpack(state, data)
         implied = [weights[0] @ data.X.T] + [self._propagate(ell, thetas[ell], weights[ell + 1]) for ell in range(self.depth - 1)]
-        return jnp.stack([jnp.max(jnp.abs(theta - ref)) for theta, ref in zip(thetas, implied)])
+        return jnp.stack([jnp.sqrt(jnp.mean((theta - ref) ** 2)) for theta, ref in zip(thetas, implied)])
 
     def initial_state(self, init, key, shapes: dict, data: Dataset) -> dict:
         """Weights from `init` — `measures.DiverseFeatures` (minimum-norm, diverse features) or a layered measure
@@ -312,8 +317,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
             "weight_speed": (("weight_layer",), {"long_name": "stationarity residual ‖∂_t w_ℓ‖ (mean-field L² norm)",
                                                   "units": "1"}),
             "feature_speed": (("layer",), {"long_name": "stationarity residual ‖∂_t θ_ℓ‖ (L²(p_ℓ) norm)", "units": "1"}),
-            "consistency_residual": (("layer",), {"long_name": "max |θ_ℓ − s θ_{ℓ−1} − (1/m) Σ w_ℓ h(θ_{ℓ−1})|",
-                                                  "units": "1"}),
+            "consistency_residual": (("layer",), {"long_name": "RMS over units and training points of "
+                                                               "θ_ℓ − s θ_{ℓ−1} − (1/m) Σ w_ℓ h(θ_{ℓ−1})", "units": "1"}),
             "test_loss": ((), {"long_name": f"test loss, ℓ = {self.loss}", "units": "1"}),
         }
 
