@@ -65,7 +65,7 @@ def integrator(algorithm, *, ts, dtype, noisy: bool, save: bool, span, probe, so
         system, y0, t0 = probe()
         lam, ratio, resolved = (float(x) for x in probe_velocity(system, y0, t0))
         stiff = lam * float(span[1] - span[0]) / 3.5 > algorithm.stiff_steps
-        kinked = bool(resolved) and ratio < 8 and not stiff
+        kinked = bool(resolved) and not 8 < ratio < 32 and not stiff  # smooth: 16; kinks: far from it either way
         attrs.update(jacobian_spectral_radius=lam, stiff_detected=stiff, kink_ratio=ratio, kinks_detected=kinked)
         solver = implicit_solver() if stiff else diffrax.Bosh3() if kinked else diffrax.Tsit5()
     default_rtol, default_atol = default_tolerances(noisy, dtype, kinked)

@@ -50,7 +50,8 @@ class Particles(mfpde.AbstractAlgorithm):
     - τ = 0: `Tsit5` (explicit, 5th order), unless the flow is stiff over the time span: the spectral radius λ of the
       velocity's Jacobian at t0 (power iteration) gives the number of steps an explicit solver needs for stability
       alone, λ·(t1 − t0)/3.5; above `stiff_steps` the solve uses `Kvaerno5` with a matrix-free Newton–GMRES root
-      finder (never a dense Jacobian of the N·p state).
+      finder (never a dense Jacobian of the N·p state). A flow whose velocity has kinks (ReLU: second differences
+      of the velocity at t0 scale like h, not h²) uses `Bosh3` at rtol 1e-5, atol 1e-7 instead.
     - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) on a `VirtualBrownianTree`, with steps landing on
       the save times (an SDE solution interpolated between steps would be only O(√h) accurate there).
     """

@@ -45,3 +45,16 @@ def test_kinked_default_meets_its_accuracy():
                             max_steps=200_000).dataset
     error = np.max(np.abs(default.loss.values - reference.loss.values) / np.abs(reference.loss.values))
     assert error < 1e-4, error
+
+
+def test_kink_probe_sees_relu_particles_drawn_with_any_key():
+    # The probe's random direction is made orthogonal to the state: particles drawn with the key the probe uses
+    # (here key 1, whose normal draw would equal the direction) are still seen to be kinked.
+    import jax
+
+    problem = _two_layer("relu")
+    groups = problem.flow.groups(problem.data)
+    drawn = mfpde.measures.Gaussian(std=1.0).sample(jax.random.key(1), 32, groups)
+    explicit = mfpde.remake(problem, init=mfpde.measures.Particles(**drawn))
+    ds = mfpde.solve(explicit, Particles(), saveat=[1.0]).dataset
+    assert ds.attrs["solver"] == "Bosh3", ds.attrs["kink_ratio"]
