@@ -3,6 +3,8 @@
 import datetime
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -61,3 +63,17 @@ def met(ok: bool) -> str:
 
 def fmt_time(t: float) -> str:
     return f"{t * 1e3:.0f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def median_time(fn, calls: int, warmup: int = 1) -> float:
+    """The median wall time of `calls` calls of `fn` (its JAX result awaited), after `warmup` untimed calls."""
+    import jax
+
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

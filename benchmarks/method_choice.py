@@ -65,7 +65,7 @@ except ImportError:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import fmt_time, met  # noqa: E402
+from _common import fmt_time, median_time, met  # noqa: E402
 
 SECTION = "## Method choice (ReLU and smooth flows)"
 RATIO_TARGET = 2.0  # default on the kinked case at most this × the cheapest Euler run
@@ -293,16 +293,6 @@ def kink_verdict(out):
     return r1 / r2, ("kinked" if r1 / r2 < 8 else "smooth")
 
 
-def median_call(fn, calls=15):
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def probes(case, eps_list, seeds):
     system, t0 = case.velocity_system(), jnp.asarray(0.0)
     ratios = {}
@@ -310,14 +300,14 @@ def probes(case, eps_list, seeds):
         ratios[eps] = [kink_verdict(kink_probe(system, case.y0, t0, jax.random.key(10_000 + s), eps))
                        for s in range(seeds)]
     key = jax.random.key(10_000)
-    t_spec = median_call(lambda: _stiffness_probe(system, case.y0, t0))
-    t_kink = median_call(lambda: kink_probe(system, case.y0, t0, key, 1e-2))
+    t_spec = median_time(lambda: _stiffness_probe(system, case.y0, t0), 15)
+    t_kink = median_time(lambda: kink_probe(system, case.y0, t0, key, 1e-2), 15)
     if probe_velocity is not None:  # the library's own probes, as the default runs them
-        t_both = median_call(lambda: probe_velocity(system, case.y0, t0))
+        t_both = median_time(lambda: probe_velocity(system, case.y0, t0), 15)
     else:
-        t_both = median_call(lambda: fused_probe(system, case.y0, t0, key, 1e-2))
+        t_both = median_time(lambda: fused_probe(system, case.y0, t0, key, 1e-2), 15)
     velocity = eqx.filter_jit(lambda system, y: system.velocity(t0, y))
-    t_vel = median_call(lambda: velocity(system, case.y0))
+    t_vel = median_time(lambda: velocity(system, case.y0), 15)
     return dict(ratios=ratios, spectral=t_spec, kink=t_kink, both=t_both, velocity=t_vel)
 
 

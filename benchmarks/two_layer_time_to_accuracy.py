@@ -42,7 +42,7 @@ import mfpde  # noqa: E402
 from solvers import Particles  # noqa: E402
 
 import _common  # noqa: E402
-from _common import fmt_time, met  # noqa: E402
+from _common import fmt_time, median_time, met  # noqa: E402
 
 SECTION = "## Two-layer time to accuracy"
 
@@ -128,17 +128,6 @@ def torch_gd(theta0, X, y, t1, steps, threads):
         with torch.no_grad():
             theta -= dt * N * theta.grad
     return theta.detach().numpy()
-
-
-def median_time(fn, calls, warmup=10):
-    for _ in range(warmup):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -332,8 +321,8 @@ def main(argv=None):
     check = float(jnp.max(jnp.abs(velocity(theta0) + N * bare(theta0))) / jnp.max(jnp.abs(velocity(theta0))))
     tv, tg = [], []
     for _ in range(3):  # interleaved rounds, so that drift of the machine hits both alike
-        tv.append(median_time(lambda: velocity(theta0), args.velocity_calls // 3))
-        tg.append(median_time(lambda: bare(theta0), args.velocity_calls // 3))
+        tv.append(median_time(lambda: velocity(theta0), args.velocity_calls // 3, warmup=10))
+        tg.append(median_time(lambda: bare(theta0), args.velocity_calls // 3, warmup=10))
     t_vel, t_grad = statistics.median(tv), statistics.median(tg)
     vel_ratio = t_vel / t_grad
     log(f"velocity {t_vel * 1e3:.3f} ms, bare jax.grad {t_grad * 1e3:.3f} ms, ratio {vel_ratio:.3f} "
