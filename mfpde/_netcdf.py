@@ -22,6 +22,10 @@ TIME_ATTRS = {
                "1970-01-01, as CF requires of a time coordinate. Read with decode_times=False for the numbers.",
 }
 
+# Every file `write_atomic` writes holds an empty group of this name, whose attributes say so: xarray reads the root
+# group only, so the datasets read back are exactly those written, while `mfpde.load` can tell its own files.
+WRITER_GROUP = "mfpde"
+
 # Attributes hold parameters; arrays larger than this, and every matrix (explicit initial states, for example), are
 # stored as variables instead.
 ATTRIBUTE_MAX_SIZE = 8
@@ -114,6 +118,37 @@ def sanitize_attrs(attrs: dict) -> dict:
     return {k: v for k, v in ((k, attr_value(v)) for k, v in attrs.items()) if v is not None}
 
 
+def _mark(path) -> None:
+    import netCDF4
+
+    with netCDF4.Dataset(path, "a") as nc:
+        group = nc.createGroup(WRITER_GROUP)
+        group.setncattr("comment", "written by mfpde; the data are in the root group")
+
+
+def check_written_by_mfpde(path) -> None:
+    """Refuse, with a ValueError naming `path`, a file that is not NetCDF or that mfpde did not write: one written by
+    `write_atomic` (it holds the `WRITER_GROUP`), or a result with the CF attributes mfpde gives every result
+    (`source` listing mfpde's version, or a `history` of mfpde calls), as files written before the group have."""
+    import netCDF4
+
+    try:
+        nc = netCDF4.Dataset(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"{path} is not a NetCDF file ({e.strerror or e}).") from None
+    with nc:
+        if WRITER_GROUP in nc.groups:
+            return
+        attrs = {name: nc.getncattr(name) for name in nc.ncattrs()}
+    source, history = str(attrs.get("source", "")), str(attrs.get("history", ""))
+    if source.startswith("mfpde ") or " mfpde." in history:
+        return
+    raise ValueError(f"{path} was not written by mfpde (it has none of the marks mfpde gives its files); read it with "
+                     "xarray.open_dataset instead.")
+
+
 def write_atomic(dataset: xr.Dataset, path) -> Path:
     """Write `dataset` to `path` (netCDF4 engine) through a temporary file in the same folder and a rename.
 
@@ -128,6 +163,7 @@ def write_atomic(dataset: xr.Dataset, path) -> Path:
         for coord in dataset.coords.values():
             coord.encoding["_FillValue"] = None
         dataset.to_netcdf(tmp, engine="netcdf4")
+        _mark(tmp)
         # mkstemp creates the file private (0600); give it the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)

@@ -7,6 +7,7 @@ from jaxtyping import Array, Float
 
 from ._checks import as_float_array, is_concrete
 from ._dataset import Dataset
+from ._population import Population
 from .flows import AbstractFlow, AbstractLayeredFlow
 from .measures import AbstractMeasure
 
@@ -29,13 +30,13 @@ class FlowProblem(AbstractProblem):
     **Arguments:**
 
     - `flow`: an `mfpde.flows.AbstractFlow` (or `AbstractLayeredFlow`, e.g. `flows.Multilayer`).
-    - `data`: an `mfpde.Dataset` (None for data-free flows such as `flows.Potential`).
+    - `data`: an `mfpde.Dataset` or `mfpde.Population` (None for data-free flows such as `flows.Potential`).
     - `init`: the initial measure, an `mfpde.measures.AbstractMeasure`.
     - `tspan`: (t0, t1) in mean-field time units, t1 > t0.
     """
 
     flow: AbstractFlow
-    data: Dataset | None
+    data: Dataset | Population | None
     init: AbstractMeasure
     tspan: tuple[Float[Array, ""], Float[Array, ""]] = eqx.field(converter=_tspan)
 
@@ -44,8 +45,8 @@ class FlowProblem(AbstractProblem):
             raise TypeError(f"`flow` must be an mfpde.flows flow, got {type(self.flow).__name__}.")
         if not isinstance(self.init, AbstractMeasure):
             raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")
-        if self.data is not None and not isinstance(self.data, Dataset):
-            raise TypeError(f"`data` must be an mfpde.Dataset or None, got {type(self.data).__name__}.")
+        if self.data is not None and not isinstance(self.data, (Dataset, Population)):
+            raise TypeError(f"`data` must be an mfpde.Dataset, an mfpde.Population or None, got {type(self.data).__name__}.")
         self.flow.check_data(self.data)
         t0, t1 = self.tspan
         if is_concrete(t0) and is_concrete(t1) and not bool(t1 > t0):
@@ -61,13 +62,13 @@ class StationaryProblem(AbstractProblem):
     **Arguments:**
 
     - `flow`: an `mfpde.flows.AbstractFlow`, or a feature flow for `solvers.Convex`.
-    - `data`: an `mfpde.Dataset` (None for data-free flows such as `flows.Potential`).
+    - `data`: an `mfpde.Dataset` or `mfpde.Population` (None for data-free flows such as `flows.Potential`).
     - `init`: the initial guess, an `mfpde.measures.AbstractMeasure` (the grid masses or particles the solver starts
       its iteration from).
     """
 
     flow: AbstractFlow | AbstractLayeredFlow
-    data: Dataset | None
+    data: Dataset | Population | None
     init: AbstractMeasure
 
     def __check_init__(self):
@@ -75,8 +76,8 @@ class StationaryProblem(AbstractProblem):
             raise TypeError(f"`flow` must be an mfpde.flows flow, got {type(self.flow).__name__}.")
         if not isinstance(self.init, AbstractMeasure):
             raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")
-        if self.data is not None and not isinstance(self.data, Dataset):
-            raise TypeError(f"`data` must be an mfpde.Dataset or None, got {type(self.data).__name__}.")
+        if self.data is not None and not isinstance(self.data, (Dataset, Population)):
+            raise TypeError(f"`data` must be an mfpde.Dataset, an mfpde.Population or None, got {type(self.data).__name__}.")
         self.flow.check_data(self.data)
 
 

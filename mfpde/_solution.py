@@ -9,7 +9,14 @@ import jax
 import numpy as np
 import xarray as xr
 
-from ._netcdf import CONVENTIONS, TIME_ATTRS, describe, sanitize_attrs, write_atomic
+from ._netcdf import (
+    CONVENTIONS,
+    TIME_ATTRS,
+    check_written_by_mfpde,
+    describe,
+    sanitize_attrs,
+    write_atomic,
+)
 
 RESULT_NAMES = tuple(diffrax.RESULTS._name_to_item)  # shared numbering with diffrax, optimistix and lineax
 
@@ -60,7 +67,8 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
     - `problem`, `algorithm`: recorded as attributes with all their parameters.
     - `stats`: solver statistics (integers, scalars or arrays over `stat_dims`); `result` becomes a CF flag variable.
     - `timing`: an `mfpde._timing.Timer`.
-    - `attrs`: further global attributes (options, seed, solver names).
+    - `attrs`: further global attributes (options, seed, solver names); `resumed_wall_time_s`, the wall time earlier
+      calls of a resumed run spent on what this one read back, is added to `wall_time_s` and `run_time_s`.
     - `title`: the dataset's title.
     - `stat_dims`: the dimensions of the statistics (a study's swept parameters).
     """
@@ -89,9 +97,10 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
     global_attrs = {
         **cf_attributes(title, f"mfpde.solve({type(problem).__name__}, {type(algorithm).__name__})"),
         "result_message": ", ".join(sorted({result_name(c) for c in np.ravel(stats.get("result", 0))})),
-        "wall_time_s": timing.wall_time,
+        # A resumed run adds the wall time earlier calls spent on the results it read back (`resumed_wall_time_s`).
+        "wall_time_s": timing.wall_time + attrs.get("resumed_wall_time_s", 0.0),
         "compile_time_s": timing.compile_time,
-        "run_time_s": timing.run_time,
+        "run_time_s": timing.run_time + attrs.get("resumed_wall_time_s", 0.0),
         **parameters["flow"],
         **parameters["init"],
         **({"tspan": [float(t) for t in problem.tspan]} if hasattr(problem, "tspan") else {}),
@@ -99,7 +108,9 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
         **attrs,
     }
     if problem.data is not None:
-        global_attrs.update({"data": problem.data.name, "data_n": problem.data.n, "data_d": problem.data.d, "data_k": problem.data.k})
+        data = problem.data
+        global_attrs.update({"data": data.name, "data_d": data.d, "data_k": data.k})
+        global_attrs.update({"data_n": data.n} if hasattr(data, "n") else {"data_population_components": data.components})
     return xr.Dataset(data_vars, coord_vars, sanitize_attrs(global_attrs))
 
 
@@ -166,35 +177,60 @@ class Solution:
     def __repr__(self):
         return f"Solution(result={self.message!r}, dims={dict(self.dataset.sizes)})"
 
-    def plot(self, coords: tuple[str, ...] | None = None, times=None, color: str | None = None, max_paths: int = 200):
-        """Loss curves, and — when the particles were saved (`save_particles=True`) — the neurons in the plane of two
-        coordinates: their paths, the initial cloud (grey) and the cloud at the last of `times`; for one coordinate,
-        its histogram at `times`. Returns a matplotlib Figure.
+    def plot(self, coords: tuple[str, ...] | str | None = None, times=None, color: str | None = None,
+             max_paths: int = 200):
+        """Loss curves over time, beside the measure: when the particles were saved (`save_particles=True`), the
+        neurons in the plane of two coordinates (their paths, the initial cloud in grey and the cloud at the last of
+        `times`) or, for one coordinate, its histogram at `times`; for a grid solution (`density`), the density over
+        two gridded coordinates at the last of `times`, or over one at `times`, the others integrated out. Every axis
+        is labelled with its quantity. Returns a matplotlib Figure.
 
         **Arguments:**
 
-        - `coords`: one or two `param` names; default the first two of `w`, else the first two of θ.
+        - `coords`: one or two coordinate names (`param` names; for a grid, gridded axes); default the first two of
+          `w`, else the first two coordinates. A solution with neither particles nor a density refuses them.
         - `times`: times to show (nearest saved ones); default the first and the last reached.
-        - `color`: a coordinate (e.g. "u") to colour the final cloud by.
+        - `color`: a coordinate (e.g. "u") to colour the final cloud of particles by.
         - `max_paths`: at most this many particle paths are drawn.
         """
         import matplotlib.pyplot as plt
 
         ds = self.dataset
-        has_cloud = "theta" in ds
-        fig, axes = plt.subplots(1, 2 if has_cloud else 1, figsize=(11 if has_cloud else 5.5, 4.2), squeeze=False)
-        ax = axes[0, 0]
-        for name in ("loss", "test_loss", "risk"):
-            if name in ds and ds[name].dims == ("time",):
+        if isinstance(coords, str):
+            coords = (coords,)
+        if coords is not None:
+            coords = tuple(coords)
+            if len(coords) not in (1, 2) or not all(isinstance(c, str) for c in coords):
+                raise ValueError(f"`coords`: one or two coordinate names, got {coords!r}.")
+        measure = "theta" if "theta" in ds else "density" if "density" in ds else None
+        if measure is None and (coords is not None or color is not None):
+            raise ValueError(f"`{'coords' if coords is not None else 'color'}`: this solution holds no particles "
+                             "(solve with save_particles=True) and no density to plot them from.")
+        if measure == "density" and color is not None:
+            raise ValueError("`color`: colours the cloud of particles; a grid solution has a density instead.")
+        curves = [name for name in ("loss", "test_loss", "risk") if name in ds and ds[name].dims == ("time",)]
+        panels = bool(curves) + (measure is not None)
+        if not panels:
+            raise ValueError("Nothing to plot: the solution has no loss over time, no particles and no density.")
+        fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+        axes = list(axes[0])
+        if curves:
+            ax = axes.pop(0)
+            positive = True
+            for name in curves:
                 values = ds[name].values
-                ax.plot(ds.time, values, label=name)
-                if np.all(values[np.isfinite(values)] > 0):
-                    ax.set_yscale("log")
-        ax.set_xlabel("time (mean-field units)")
-        ax.legend()
-        ax.set_title(ds.attrs.get("title", ""), fontsize=9)
-        if has_cloud:
-            self._plot_cloud(fig, axes[0, 1], coords, times, color, max_paths)
+                ax.plot(ds.time, values, label=_label(ds[name]))
+                positive &= bool(np.all(values[np.isfinite(values)] > 0))
+            if positive:
+                ax.set_yscale("log")
+            ax.set_xlabel("time (mean-field units)")
+            ax.set_ylabel(", ".join(curves) + _units(ds[curves[0]]))
+            ax.legend()
+            ax.set_title(ds.attrs.get("title", ""), fontsize=9)
+        if measure == "theta":
+            self._plot_cloud(fig, axes[0], coords, times, color, max_paths)
+        elif measure == "density":
+            self._plot_density(fig, axes[0], coords, times)
         fig.tight_layout()
         return fig
 
@@ -204,9 +240,9 @@ class Solution:
         if coords is None:
             ws = [p for p in names if p.startswith("w")]
             coords = tuple((ws if len(ws) >= 2 else names)[:2])
-        for c in (*coords, *([color] if color else [])):
+        for argument, c in (*(("coords", c) for c in coords), *((("color", color),) if color else ())):
             if c not in names:
-                raise ValueError(f"`coords`/`color`: {c!r} is not a coordinate; choose from {names}.")
+                raise ValueError(f"`{argument}`: {c!r} is not a coordinate; choose from {names}.")
         theta = ds.theta.dropna("time", how="all")
         if times is None:
             times = [theta.time.values[0], theta.time.values[-1]]
@@ -215,7 +251,9 @@ class Solution:
             for t in snapshots.time.values:
                 ax.hist(snapshots.sel(time=t, param=coords[0]), bins=50, density=True, histtype="step", label=f"t = {t:g}")
             ax.set_xlabel(coords[0])
+            ax.set_ylabel("density")
             ax.legend()
+            ax.set_title(f"particles: histogram of {coords[0]}", fontsize=9)
             return
         x, y = (theta.sel(param=c) for c in coords)
         stride = max(1, theta.sizes["particle"] // max_paths)
@@ -233,14 +271,73 @@ class Solution:
         ax.set_xlabel(coords[0])
         ax.set_ylabel(coords[1])
         ax.legend(markerscale=3)
-        ax.set_title("particles: paths, initial and final")
+        ax.set_title("particles: paths, initial and final", fontsize=9)
+
+    def _plot_density(self, fig, ax, coords, times):
+        density = self.dataset["density"]
+        gridded = [d for d in density.dims if d != "time"]
+        if coords is None:
+            coords = tuple(gridded[:2])
+        for c in coords:
+            if c not in gridded:
+                raise ValueError(f"`coords`: {c!r} is not a gridded coordinate; choose from {gridded}.")
+        if "time" in density.dims:
+            reached = density.dropna("time", how="all")
+            if times is None:
+                times = [reached.time.values[0], reached.time.values[-1]]
+            snapshots = [reached.sel(time=t, method="nearest") for t in times]
+        else:
+            snapshots = [density]
+        others = [d for d in gridded if d not in coords]
+        marginal = "marginal density" if others else "density"
+
+        def integrate(snapshot):  # over the other gridded axes: the sum times the cell width
+            for d in others:
+                nodes = np.asarray(density[d].values, float) if d in density.coords else np.arange(density.sizes[d])
+                snapshot = snapshot.sum(d) * (float(np.mean(np.diff(nodes))) if nodes.size > 1 else 1.0)
+            return snapshot
+
+        def at(snapshot):
+            return f" at t = {float(snapshot.time):g}" if "time" in snapshot.coords else ""
+
+        if len(coords) == 1:
+            for snapshot in snapshots:
+                ax.plot(density[coords[0]].values, integrate(snapshot).values, label=at(snapshot).strip() or None)
+            ax.set_xlabel(coords[0])
+            ax.set_ylabel(marginal)
+            if any(at(s) for s in snapshots):
+                ax.legend()
+            ax.set_title(f"grid: {marginal} of {coords[0]}", fontsize=9)
+            return
+        last = integrate(snapshots[-1]).transpose(coords[1], coords[0])
+        mesh = ax.pcolormesh(density[coords[0]].values, density[coords[1]].values, last.values, shading="nearest",
+                             cmap="viridis")
+        fig.colorbar(mesh, ax=ax, label=marginal)
+        ax.set_xlabel(coords[0])
+        ax.set_ylabel(coords[1])
+        ax.set_title(f"grid: {marginal}{at(snapshots[-1])}", fontsize=9)
+
+
+def _label(variable) -> str:
+    """`name: long name` of a variable, or its name alone when it has no other."""
+    long_name = variable.attrs.get("long_name")
+    return f"{variable.name}: {long_name}" if long_name and long_name != variable.name else str(variable.name)
+
+
+def _units(variable) -> str:
+    """` [units]` of a variable with units, nothing for a dimensionless one (units "1")."""
+    units = variable.attrs.get("units")
+    return f" [{units}]" if units not in (None, "", "1") else ""
 
 
 def load(path) -> Solution:
     """Read a Solution written by `Solution.to_netcdf`; `load(p).dataset` is identical to the one written.
 
-    Times are read as the numbers written (mean-field time), not decoded to dates: `decode_times=False`.
+    Times are read as the numbers written (mean-field time), not decoded to dates: `decode_times=False`. A file that
+    is not NetCDF, or a NetCDF file mfpde did not write, is refused with a ValueError (read that with
+    `xarray.open_dataset`); a missing one with FileNotFoundError.
     """
+    check_written_by_mfpde(path)
     with xr.open_dataset(path, engine="netcdf4", decode_times=False) as ds:
         return Solution(ds.load())
 

@@ -2,6 +2,7 @@
 run keeps what it finished and a rerun with the same directory resumes."""
 
 import hashlib
+import time
 from pathlib import Path
 
 import equinox as eqx
@@ -40,13 +41,19 @@ class ChunkStore:
     """Batches of points of one study, stored as `points-START-STOP.nc` files in `directory`.
 
     Each file holds a pytree of arrays whose leading axis runs over the points START..STOP−1; its `fingerprint`
-    attribute ties it to one study, so a directory is never silently shared by two different studies.
+    attribute ties it to one study, so a directory is never silently shared by two different studies. Its
+    `wall_time_s` attribute is the wall time the call that wrote it spent on it (since the store was opened, or since
+    its previous batch); `earlier_wall_time` sums those of the batches read back that earlier calls wrote, so that a
+    resumed study can record the wall time of all its calls.
     """
 
     def __init__(self, directory, study_fingerprint: str):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fingerprint = study_fingerprint
+        self.earlier_wall_time = 0.0
+        self._earlier = {path.name for path in self.directory.glob("points-*.nc")}  # written by earlier calls
+        self._mark = time.perf_counter()
 
     def path(self, start: int, stop: int) -> Path:
         return self.directory / f"points-{start:06d}-{stop:06d}.nc"
@@ -63,6 +70,9 @@ class ChunkStore:
                     f"{ds.attrs.get('fingerprint')}, this study {self.fingerprint}); use a new directory."
                 )
             leaves = [ds[f"leaf_{i}"].values for i in range(len(jax.tree.leaves(like)))]
+            if path.name in self._earlier:
+                self._earlier.discard(path.name)  # counted once, however often it is read
+                self.earlier_wall_time += float(ds.attrs.get("wall_time_s", 0.0))
         return jax.tree.unflatten(jax.tree.structure(like), leaves)
 
     def save(self, start: int, stop: int, batch) -> Path:
@@ -70,5 +80,7 @@ class ChunkStore:
         variables = {
             f"leaf_{i}": ([f"axis_{i}_{j}" for j in range(np.ndim(leaf))], np.asarray(leaf)) for i, leaf in enumerate(leaves)
         }
-        ds = xr.Dataset(variables, attrs={"fingerprint": self.fingerprint, "start": start, "stop": stop})
-        return write_atomic(ds, self.path(start, stop))
+        now = time.perf_counter()
+        attrs = {"fingerprint": self.fingerprint, "start": start, "stop": stop, "wall_time_s": now - self._mark}
+        self._mark = now
+        return write_atomic(xr.Dataset(variables, attrs=attrs), self.path(start, stop))

@@ -112,7 +112,9 @@ def run(point, base, ensemble, algorithm, key, meter, attrs, numerics_, *, ts, d
         check_counts(checkpoint_every=checkpoint_every)
         store = ChunkStore(directory, fingerprint(*identity, ts, key, checkpoint_every, settings))
         attrs["checkpoint_every"] = checkpoint_every
-        return run_checkpointed(point, base, key, meter, jnp.asarray(ts, point.dtype), checkpoint_every, store)
+        out = run_checkpointed(point, base, key, meter, jnp.asarray(ts, point.dtype), checkpoint_every, store)
+        attrs["resumed_wall_time_s"] = store.earlier_wall_time  # added to this call's by `make_dataset`
+        return out
     if client is not None and directory is None:
         raise ValueError("`client` needs `directory`: a folder every worker can write its batches to.")
     attrs.update(batch_size=batch_size, batch_stepping=batch_stepping)
@@ -120,8 +122,11 @@ def run(point, base, ensemble, algorithm, key, meter, attrs, numerics_, *, ts, d
     if directory is not None:
         study = (*identity, ensemble.sweep, ensemble.product, ts, key, batch_size, settings)
         store = ChunkStore(directory, fingerprint(*study))
-    return run_ensemble(point, ensemble, key, batch_size, meter, store, devices or jax.devices()[:1], client,
-                        batch_stepping)
+    out = run_ensemble(point, ensemble, key, batch_size, meter, store, devices or jax.devices()[:1], client,
+                       batch_stepping)
+    if store is not None:
+        attrs["resumed_wall_time_s"] = store.earlier_wall_time
+    return out
 
 
 def run_checkpointed(point, problem, key, meter, ts, every, store):

@@ -12,9 +12,12 @@ def knn_entropy(x: Float[Array, "N p"], row_chunk: int = 512) -> Float[Array, ""
         H ≈ ψ(N) − ψ(1) + log V_p + (p/N) Σ_j log ε_j
 
     with ε_j the distance from sample j to its nearest neighbour and V_p the volume of the unit ball.
-    Consistent as N → ∞; its bias is O(N^{−1/p}). Memory O(chunk·N).
+    Consistent as N → ∞; its bias is O(N^{−1/p}). Memory O(chunk·N). Needs N ≥ 2: a single sample has no neighbour
+    (its estimate would be +∞, and a free energy F = R − τH of −∞).
     """
     N, p = x.shape
+    if N < 2:
+        raise ValueError(f"The k-NN entropy estimate needs at least 2 samples, got {N}.")
     n_chunks = -(-N // row_chunk)
     rows = jnp.concatenate([x, jnp.zeros((n_chunks * row_chunk - N, p), x.dtype)]).reshape(n_chunks, row_chunk, p)
     index = jnp.arange(n_chunks * row_chunk).reshape(n_chunks, row_chunk)

@@ -1,7 +1,10 @@
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 import optimistix as optx
 
 import mfpde
@@ -74,7 +77,9 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         **Returns:** an `mfpde.Solution` whose dataset has the density over the gridded axes (no time dimension),
         the flow's observables, risk, entropy and free energy at the fixed point, `residual` (max_k |m_k − G(m)_k|
         at the last iterate), `flux_residual` (the largest |ṁ_k| of the grid dynamics at the returned masses, relative to max m_k),
-        `num_steps` (of every root finder tried) and `result` (of the last).
+        `num_steps` (of every root finder tried) and `result` (of the last); the attribute `mass_on_walls` is the
+        mass of the cells next to a wall (not periodic). Above the grid's `max_outside` it warns: the box cuts off the
+        Gibbs state, and the masses are those of the flow confined to the box.
         """
         if not isinstance(problem, mfpde.StationaryProblem):
             raise TypeError(f"`problem` of GibbsFixedPoint must be an mfpde.StationaryProblem, got {type(problem).__name__}.")
@@ -114,7 +119,14 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
                 if int(out[1]["result"]) == 0:
                     break
         out[1]["num_steps"] = steps
-        observed, stats, residual, flux_residual = out
+        observed, stats, residual, flux_residual, on_walls = out
+        on_walls = float(on_walls)
+        if on_walls > grid.max_outside:
+            warnings.warn(
+                f"GibbsFixedPoint: the cells on the walls of its box hold {on_walls:.2g} of the mass (more than "
+                f"`max_outside` = {grid.max_outside:g} of the Grid): the box cuts the Gibbs state off, and what is "
+                f"returned is the Gibbs state of the flow confined to the box; enlarge `bounds`.",
+                RuntimeWarning, stacklevel=3)
         observed = dict(observed)
         described = {
             "residual": ((), {"long_name": "max_k |m_k − softmax(−Φ[m]/τ)_k| at the last iterate", "units": "1"}),
@@ -123,7 +135,7 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         }
         observed.update(residual=residual, flux_residual=flux_residual)
         attrs = {"root_finder": ", then ".join(tried), "rtol": rtol, "atol": atol, "axes": list(axes), "cell_volume": grid.cell_volume,
-                 "initial_mass_outside": outside, "initial_mass_outside_method": how}
+                 "initial_mass_outside": outside, "initial_mass_outside_method": how, "mass_on_walls": on_walls}
         title = f"{type(flow).__name__} Gibbs state, grid {'×'.join(map(str, grid.cells))}"
         dataset = _dataset(problem, self, grid, flow, data, axes, grid.nodes(), None, observed, stats, timer, attrs,
                            title=title, extra=described)
@@ -145,4 +157,13 @@ def _find(system: _GridSystem, m0, root_finder, max_steps):
     m = masses.reshape(system.cells)
     rate = sg_rate(m, system.potential(m), system.tau, system.spacing, system.periodic)
     stats = {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
-    return system.observe(None, m), stats, residual, jnp.max(jnp.abs(rate)) / jnp.max(m)
+    return system.observe(None, m), stats, residual, jnp.max(jnp.abs(rate)) / jnp.max(m), _wall_mass(m, system.periodic)
+
+
+def _wall_mass(m, periodic):
+    """The mass of the cells next to a wall: the first and last cells along every axis that is not periodic."""
+    walls = np.zeros(m.shape, bool)
+    for axis, per in enumerate(periodic):
+        if not per:
+            walls[(slice(None),) * axis + (0,)] = walls[(slice(None),) * axis + (-1,)] = True
+    return jnp.sum(jnp.where(walls, m, 0.0))

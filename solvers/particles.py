@@ -182,12 +182,16 @@ class Particles(mfpde.AbstractAlgorithm):
         y0 = _initial_state(base.init, jax.random.split(key)[0], n, groups)  # checks the measure against the flow
         dtype = y0.dtype
         chunk = self.chunk_size
-        if chunk is None and data is not None and n * data.n > _AUTO_CHUNK_ELEMENTS:
+        if chunk is None and hasattr(data, "n") and n * data.n > _AUTO_CHUNK_ELEMENTS:  # a Population blocks its own
             chunk = max(1, _AUTO_CHUNK_ELEMENTS // n)
         temperatures = [base.flow.temperature] if ensemble is None else [
             ensemble.point_problem(point).flow.temperature for point in ensemble.points()
         ]
         noisy = bool(np.any(np.asarray(temperatures) > 0))
+        if noisy and min(n, self.entropy_samples) < 2:  # the entropy of the free energy is a nearest-neighbour estimate
+            name, value = ("n", n) if n < 2 else ("entropy_samples", self.entropy_samples)
+            raise ValueError(f"`{name}` of Particles must be at least 2 with temperature > 0 (the entropy of the free "
+                             f"energy is estimated from nearest neighbours), got {value}.")
         progress_meter = as_progress_meter(progress_meter)
         attrs = {"seed": seed, "chunk_size": chunk, "noisy": noisy, "method": self.method}
         masses = jnp.full((n,), 1.0 / n, dtype=dtype)

@@ -9,7 +9,9 @@ from jaxtyping import Array, Float
 from .. import activations, losses
 from .._checks import as_float_array
 from .._dataset import Dataset
+from .._population import Population
 from ._base import AbstractFlow
+from ._population_risk import check_population, population_loss, uses_quadrature
 
 
 def _float(argument: str, *, nonnegative: bool = False):
@@ -86,8 +88,10 @@ class TwoLayer(AbstractFlow):
         return groups
 
     def check_data(self, data):
-        if not isinstance(data, Dataset):
-            raise TypeError(f"`data` of a TwoLayer flow must be an mfpde.Dataset, got {type(data).__name__}.")
+        if isinstance(data, Population):
+            check_population(self.activation, data, self.loss)
+        elif not isinstance(data, Dataset):
+            raise TypeError(f"`data` of a TwoLayer flow must be an mfpde.Dataset or mfpde.Population, got {type(data).__name__}.")
 
     def trainable(self, data):
         mask = np.ones(sum(self.groups(data).values()), dtype=bool)
@@ -114,12 +118,27 @@ class TwoLayer(AbstractFlow):
             lam = lam.at[: data.k].set(self.l2_output)
         return lam * jnp.asarray(self.trainable(data), dtype)
 
-    def energy(self, theta, masses, data, *, chunk_size=None):
+    def loss_value(self, theta, masses, data, *, chunk_size=None, quadrature=None):
+        """The data term E ℓ(f(x; ρ), y): a mean over the training points, or over a `Population` (in closed form or
+        by quadrature, see `mfpde.flows._population_risk.population_loss`; `quadrature` overrides its order)."""
+        if isinstance(data, Population):
+            return population_loss(theta, masses, data, activation=self.activation, alpha=self.alpha, bias=self.bias,
+                                   chunk_size=chunk_size, quadrature=quadrature)
         f = self.predict(theta, masses, data.X, data, chunk_size=chunk_size)
-        data_term = jnp.mean(losses.get(self.loss)(f, data.y))
+        return jnp.mean(losses.get(self.loss)(f, data.y))
+
+    def energy(self, theta, masses, data, *, chunk_size=None):
+        data_term = self.loss_value(theta, masses, data, chunk_size=chunk_size)
         return data_term + 0.5 * jnp.sum(masses[:, None] * self.weight_decay(data, theta.dtype) * theta**2)
 
     def observables(self, theta, masses, data, *, chunk_size=None):
+        if isinstance(data, Population):
+            loss = self.loss_value(theta, masses, data, chunk_size=chunk_size)
+            out = {"loss": loss}
+            if uses_quadrature(self.activation, data):
+                finer = self.loss_value(theta, masses, data, chunk_size=chunk_size, quadrature=2 * data.quadrature)
+                out["quadrature_error"] = jnp.abs(finer - loss)
+            return out
         ell = losses.get(self.loss)
         f = self.predict(theta, masses, data.X, data, chunk_size=chunk_size)
         out = {"loss": jnp.mean(ell(f, data.y)), "prediction": f}
@@ -129,6 +148,12 @@ class TwoLayer(AbstractFlow):
         return out
 
     def describe(self, data):
+        if isinstance(data, Population):
+            out = {"loss": ((), {"long_name": "population loss E ℓ(f(x), y) over the data distribution", "units": "1"})}
+            if uses_quadrature(self.activation, data):
+                out["quadrature_error"] = ((), {"long_name": "estimated quadrature error of the population loss "
+                                                f"(order {data.quadrature} against {2 * data.quadrature})", "units": "1"})
+            return out
         out = {
             "loss": ((), {"long_name": f"training loss E_i ℓ(f(x_i), y_i), ℓ = {self.loss}", "units": "1"}),
             "prediction": (("sample", "output"), {"long_name": "network output f(x_i) on the training points", "units": "1"}),
