@@ -74,7 +74,7 @@ class Population(eqx.Module):
 
     where y_c is a constant label of component c and f* an optional `Teacher`. With squared loss the risk of a
     two-layer network is a quadratic form in ρ, R(ρ) = R₀ + ∫V dρ + ½∬U dρ dρ, evaluated from Gaussian kernels in
-    closed form or by quadrature (MATH.md 1, `mfpde._gaussian`). Use it wherever an `mfpde.Dataset` goes.
+    closed form or by quadrature (docs/flows/population.md). Use it wherever an `mfpde.Dataset` goes.
 
     **Arguments:**
 

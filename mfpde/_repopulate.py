@@ -1,4 +1,4 @@
-"""Neural feature repopulation (MATH.md 2): draw a few features from a learned (or the initial) distribution and refit
+"""Neural feature repopulation (docs/flows/two-layer.md): draw a few features from a learned (or the initial) distribution and refit
 only the output layer by a convex solve."""
 
 import equinox as eqx
@@ -86,7 +86,7 @@ def _draws(flow, data, pool, weights, keys, size, l2):
 
 def repopulate(sol, m, how="importance", *, source=("learned", "initial"), problem: FlowProblem | None = None,
                time=None, l2: float = 1e-6, draws: int = 1, key=0) -> xr.Dataset:
-    """Neural feature repopulation (MATH.md 2): draw m features θ_j = (w_j, b_j) from the learned distribution (the
+    """Neural feature repopulation (docs/flows/two-layer.md): draw m features θ_j = (w_j, b_j) from the learned distribution (the
     particles of `sol` at `time`) or from the initial one (`problem.init`), refit only the output layer by the
     convex solve of `refit`, and report the risks of the resulting width-m networks
 

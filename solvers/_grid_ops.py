@@ -1,7 +1,7 @@
 """Finite-volume operators of the grid solver: Scharfetter–Gummel fluxes, the diffusion part, and its exact solve.
 
 All rates act on cell *masses* m (an array of shape `cells`), with the cell volume V = Π h_a folded in: the mass
-flowing through the face k+½ along axis a per unit time is F = J·(V/h_a) with J the flux density of MATH.md 5, so
+flowing through the face k+½ along axis a per unit time is F = J·(V/h_a) with J the flux density of docs/algorithms/grid.md, so
 
     F_{k+½} = (τ/h_a²) [ B(ΔΦ/τ) m_k − B(−ΔΦ/τ) m_{k+1} ],   ṁ_k = −Σ_a (F_{k+½} − F_{k−½}),
 

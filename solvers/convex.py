@@ -16,7 +16,7 @@ from .particles import _initial_state
 
 
 class Convex(mfpde.AbstractAlgorithm):
-    r"""The convex reformulation (MATH.md 4) of a two-layer flow's energy on a finite support of candidate
+    r"""The convex reformulation (docs/algorithms/convex.md) of a two-layer flow's energy on a finite support of candidate
     features θ_1..θ_A (their first-layer coordinates w_a, b_a), drawn from `problem.init`: a flow's own particles
     (`measures.Particles`) or random features. With densities p on the simplex Δ_A and ŵ_a = p_a u_a:
 

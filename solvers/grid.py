@@ -51,11 +51,11 @@ def _cells(value, dims: int) -> tuple[int, ...]:
 
 class Grid(mfpde.AbstractAlgorithm):
     """The Eulerian discretisation: the measure as masses m_k ≥ 0 (Σ m_k = 1) on the cells of a fixed grid over
-    1, 2 or 3 of the flow's coordinates, moved by the finite-volume scheme of MATH.md 5,
+    1, 2 or 3 of the flow's coordinates, moved by the finite-volume scheme of docs/algorithms/grid.md,
 
         ṁ_k = −Σ_a (F_{k+½} − F_{k−½}),   F_{k+½} = (τ/h_a²) [B(ΔΦ/τ) m_k − B(−ΔΦ/τ) m_{k+1}],   B(z) = z/(e^z − 1),
 
-    (the Scharfetter–Gummel flux J of MATH.md 5 times the face area V/h_a, with ρ_k = m_k/V, V = Π h_a), where the
+    (the Scharfetter–Gummel flux J (docs/algorithms/grid.md) times the face area V/h_a, with ρ_k = m_k/V, V = Π h_a), where the
     potential Φ_k = ∂R/∂m_k is the gradient of the flow's own `energy` at the nodes θ_k with masses m — the same
     function the particle solver differentiates in θ. Walls carry no flux; periodic axes wrap round. Hence:
 

@@ -16,7 +16,7 @@ from .particles import _initial_state
 
 class ParticleStationary(mfpde.AbstractAlgorithm):
     """A stationary point of a flow with τ = 0 on N particles of mass 1/N: positions θ_j where the mean-field
-    velocity v_j = −N ∂R/∂θ_j = −∇_θ Φ[ρ](θ_j) vanishes, found from particles drawn from `problem.init`.
+    velocity v_j = −N ∂R/∂θ_j = −∇_θ Φ_ρ(θ_j) vanishes (Φ_ρ = δR/δρ, the first variation), found from particles drawn from `problem.init`.
 
     What is solved depends on the optimistix solver passed to `solve`:
 

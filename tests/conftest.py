@@ -11,6 +11,25 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With `-n`, hand out whole test files, in collection order, instead of xdist's default runs of tests.
+
+    Most of a test's time is compiling its programs, and tests of one file are written to share them (and their
+    module-scoped fixtures): split over two workers, a file compiles them twice. The notebooks, which share nothing,
+    go out one by one. An explicit `--dist` other than "load" is left as it is."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFile(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            return nodeid if nodeid.split("::")[0].endswith("test_notebooks.py") else super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False  # collection order: the last files are short, the tail stays short
+    return ByFile(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _agg_backend():
     import matplotlib

@@ -56,7 +56,7 @@ def test_optimum_equals_brute_force(tau):
 
 def test_objective_is_the_flow_energy_of_the_optimal_reweighting():
     """With two outputs and a bias: the reported optimum equals the flow's own energy R at masses p and output
-    weights u, and the density has the Gibbs form p ∝ exp(−∂G/∂p / τ) of MATH.md 4."""
+    weights u, and the density has the Gibbs form p ∝ exp(−∂G/∂p / τ) of docs/algorithms/convex.md."""
     data = mfpde.datasets.teacher(1, n=12, d=3, k=2)
     flow = mfpde.flows.TwoLayer(activation="tanh", bias=True, l2=0.02, l2_output=0.05, temperature=0.01)
     prob = mfpde.StationaryProblem(flow, data, mfpde.measures.Gaussian(std=1.0))

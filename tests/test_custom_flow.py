@@ -8,10 +8,20 @@ from pathlib import Path
 import numpy as np
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _readme_blocks():
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (ROOT / "README.md").read_text()
     section = text.split("## Write your own flow", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_documentation_page_shows_the_tested_example():
+    """docs/write-your-own-flow.md prints the README's example, block for block, so the tested code is what it shows."""
+    page = (ROOT / "docs" / "write-your-own-flow.md").read_text()
+    example = page.split("## Example", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"```python\n(.*?)```", example, flags=re.S) == _readme_blocks()
 
 
 def test_readme_custom_flow_example_on_every_algorithm():

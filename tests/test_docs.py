@@ -59,7 +59,7 @@ def test_guide_pages_exist(site):
     html = {page: _page(site, page) for page in pages}
     for page in ("flows/two-layer", "flows/feature-flows", "algorithms/grid", "algorithms/convex"):
         assert 'class="arithmatex"' in html[page], f"{page}: no typeset mathematics"
-    assert "mfpde sweep" in html["cli"] and "DoubleWell" in html["write-your-own-flow"]
+    assert "mfpde sweep" in html["cli"] and "Attraction" in html["write-your-own-flow"]
 
 
 def test_notebooks_are_rendered_with_their_figures(site):

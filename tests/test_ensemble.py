@@ -16,6 +16,14 @@ def _problem(temperature=0.0):
     return mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=1e-3, temperature=temperature), data, mfpde.measures.Gaussian(), (0.0, 2.0))
 
 
+# Most of a test's time is the compilation of its programs (an adaptive SDE one takes ~15 s), one per shape and
+# kind of run; parameters, keys and tolerances are traced. The single solves below are therefore all
+# `Particles(n=16, save_particles=True)` saved at [1, 2] (one ODE and one SDE program), and the per-point SDE
+# batches are four points of a temperature sweep: tests run in one process share those programs.
+SINGLE = Particles(n=16, save_particles=True)
+SAVEAT = [1.0, 2.0]
+
+
 def test_deterministic_sweep_equals_single_solves():
     prob = _problem()
     study = mfpde.EnsembleProblem(prob, sweep={"l2": [0.0, 0.1, 1.0], "alpha": [1.0, 2.0]})
@@ -24,7 +32,7 @@ def test_deterministic_sweep_equals_single_solves():
     assert (ds.result == 0).all()
     for l2 in (0.0, 0.1, 1.0):
         for alpha in (1.0, 2.0):
-            single = mfpde.solve(mfpde.remake(prob, l2=l2, alpha=alpha), Particles(n=16), saveat=[1.0, 2.0], key=5).dataset
+            single = mfpde.solve(mfpde.remake(prob, l2=l2, alpha=alpha), SINGLE, saveat=SAVEAT, key=5).dataset
             np.testing.assert_allclose(ds.risk.sel(l2=l2, alpha=alpha), single.risk, rtol=1e-10)
             assert int(ds.num_steps.sel(l2=l2, alpha=alpha)) == int(single.num_steps)
 
@@ -79,14 +87,13 @@ def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(levels, atol
     48-dimensional SDE with y0 moved by 2e-16 ends 2e-16 apart with 2¹² leaves and 5e-10 apart with 2¹⁸, its step
     times drifting apart along the run. Both are solutions to the same tolerance."""
     prob = _problem(0.02)
-    options = dict(saveat=[2.0], brownian_tol=2.0 * 2.0**-levels)
+    options = dict(saveat=SAVEAT, brownian_tol=2.0 * 2.0**-levels)
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.02, 0.05], "seed": [0, 1, 2]})
-    ds = mfpde.solve(study, Particles(n=16, save_particles=True), batch_size=4, **options).dataset
+    ds = mfpde.solve(study, SINGLE, batch_size=4, **options).dataset
     assert ds.theta.dims == ("temperature", "seed", "time", "particle", "param")
     for temperature in (0.02, 0.05):
         for seed in (0, 1, 2):
-            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), Particles(n=16, save_particles=True),
-                                 key=seed, **options)
+            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), SINGLE, key=seed, **options)
             np.testing.assert_allclose(ds.theta.sel(temperature=temperature, seed=seed), single.dataset.theta, atol=atol)
     assert not np.allclose(ds.theta.sel(seed=0), ds.theta.sel(seed=1))
 
@@ -97,15 +104,18 @@ def test_mixed_temperature_study_gives_each_point_its_own_method(stepping):
     """τ = 0 points get the ODE method and tolerances they get alone (Tsit5, rtol 1e-6), τ > 0 points the SDE one
     (ShARK): each point equals its single solve. Solved with the SDE method a τ = 0 point is off by ~1e-4."""
     prob = _problem(0.02)
-    options = dict(saveat=[1.0, 2.0], brownian_tol=2.0 * 2.0**-12)
-    study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.0, 0.02], "seed": [1, 2]})
-    ds = mfpde.solve(study, Particles(n=8, save_particles=True), batch_stepping=stepping, **options).dataset
+    options = dict(saveat=SAVEAT, brownian_tol=2.0 * 2.0**-12)
+    # Per point: the shapes of the programs above (four noisy points: those of the noisy sweep's batches). Shared
+    # steps: two noisy points of 8 particles, where the tolerance below was measured.
+    temperatures, algorithm = ((0.0, 0.02, 0.05), SINGLE) if stepping == "per_point" else (
+        (0.0, 0.02), Particles(n=8, save_particles=True))
+    study = mfpde.EnsembleProblem(prob, sweep={"temperature": list(temperatures), "seed": [1, 2]})
+    ds = mfpde.solve(study, algorithm, batch_stepping=stepping, **options).dataset
     assert ds.theta.dims[:2] == ("temperature", "seed") and (ds.result == 0).all()
     assert "Tsit5" in ds.attrs["solver"] and "ShARK" in ds.attrs["solver"]
-    for temperature in (0.0, 0.02):
+    for temperature in temperatures:
         for seed in (1, 2):
-            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), Particles(n=8, save_particles=True),
-                                 key=seed, **options).dataset
+            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), algorithm, key=seed, **options).dataset
             point = ds.sel(temperature=temperature, seed=seed)
             # Per point: equal to rounding. Shared steps: to the tolerance of the point's method (ODE 1e-6, SDE 1e-3).
             tol = 1e-10 if stepping == "per_point" else 1e-6 if temperature == 0.0 else 1e-4  # measured 2.3e-5
@@ -132,28 +142,26 @@ def test_shared_steps_equal_single_solves():
     and handed to the points holding that seed. Against single solves at a tight pathwise tolerance: a point given
     another seed's path, or stepped past its own tolerance, would be off by O(0.1)."""
     prob = _problem(0.02)
-    options = dict(saveat=[1.0, 2.0], rtol=1e-6, atol=1e-6)
+    options = dict(saveat=SAVEAT, rtol=1e-6, atol=1e-6)
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.0, 0.02, 0.05], "seed": [0, 1, 2]})
-    ds = mfpde.solve(study, Particles(n=16, save_particles=True), batch_size=6, batch_stepping="shared", **options).dataset
+    ds = mfpde.solve(study, SINGLE, batch_size=6, batch_stepping="shared", **options).dataset
     assert (ds.result == 0).all() and ds.attrs["batch_stepping"] == "shared"
     steps = ds.num_steps.values.reshape(-1)  # τ = 0 points are one group (ODE method), τ > 0 ones another (SDE)
     assert (steps[:3] == steps[0]).all() and (steps[3:] == steps[3]).all()  # one step sequence per batch
     for temperature in (0.02, 0.05):
         for seed in (0, 1, 2):
-            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), Particles(n=16, save_particles=True),
-                                 key=seed, **options).dataset
+            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), SINGLE, key=seed, **options).dataset
             np.testing.assert_allclose(ds.theta.sel(temperature=temperature, seed=seed), single.theta, atol=2e-5)
-    deterministic = mfpde.solve(mfpde.remake(prob, temperature=0.0), Particles(n=16, save_particles=True), key=1,
-                                **options).dataset
+    deterministic = mfpde.solve(mfpde.remake(prob, temperature=0.0), SINGLE, key=1, **options).dataset
     np.testing.assert_allclose(ds.theta.sel(temperature=0.0, seed=1), deterministic.theta, atol=2e-5)
 
 
 def test_batch_of_one_with_shared_steps_is_the_single_solve():
     prob = _problem(0.02)
-    options = dict(saveat=[2.0], brownian_tol=2.0 * 2.0**-12)
+    options = dict(saveat=SAVEAT, brownian_tol=2.0 * 2.0**-12)
     study = mfpde.EnsembleProblem(prob, sweep={"seed": [3]})
-    ds = mfpde.solve(study, Particles(n=16, save_particles=True), batch_stepping="shared", **options).dataset
-    single = mfpde.solve(prob, Particles(n=16, save_particles=True), key=3, **options).dataset
+    ds = mfpde.solve(study, SINGLE, batch_stepping="shared", **options).dataset
+    single = mfpde.solve(prob, SINGLE, key=3, **options).dataset
     np.testing.assert_allclose(ds.theta.sel(seed=3), single.theta, atol=1e-11)
     assert int(ds.num_steps.sel(seed=3)) == int(single.num_steps)
 

@@ -144,6 +144,25 @@ def test_one_particle_at_zero_temperature_is_fine():
     assert np.isfinite(ds.free_energy.values).all()
 
 
+# --- logistic labels ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flow", [mfpde.flows.TwoLayer(loss="logistic"),
+                                  mfpde.flows.Multilayer(activations=("tanh", "tanh"), loss="logistic"),
+                                  mfpde.flows.FeatureDNN(activations=("tanh",), loss="logistic")])
+def test_logistic_loss_refuses_labels_outside_plus_minus_one(flow):
+    """The logistic loss log(1 + e^{−y f}) is for y = ±1: a 0 label would give the constant log 2 and a 2 label a
+    loss twice as steep, both silently. {0, 1} labels are refused with the map that fixes them."""
+    X = np.linspace(-1.0, 1.0, 8)[:, None]
+    sign = np.where(X > 0, 1.0, -1.0)
+    init = mfpde.measures.Gaussian() if isinstance(flow, mfpde.flows.TwoLayer) else mfpde.measures.IIDLayers()
+    mfpde.FlowProblem(flow, mfpde.Dataset(X, sign), init, (0.0, 1.0))  # ±1: accepted
+    with pytest.raises(ValueError, match=r"`data.y` .* labels in \{-1, \+1\} \(\{0, 1\} labels: pass 2y − 1\); got values 0, 1"):
+        mfpde.FlowProblem(flow, mfpde.Dataset(X, (sign + 1) / 2), init, (0.0, 1.0))
+    with pytest.raises(ValueError, match=r"`data.y_test` .*got values -1, 0.5, 1\.$"):
+        mfpde.FlowProblem(flow, mfpde.Dataset(X, sign, X, np.where(X > 0.5, 0.5, sign)), init, (0.0, 1.0))
+
+
 # --- negative tolerances ------------------------------------------------------------------------------------------------
 
 

@@ -290,7 +290,9 @@ def test_two_layer_grid_over_w_with_u_fixed():
 
 def test_one_dimensional_two_layer_grid_and_particles_converge_to_each_other():
     # Features w ∈ R (d = 1, u fixed): the grid converges at second order in h, noisy particles at N^{-1/2}
-    # (Monte-Carlo) to the same loss curve and the same mean feature.
+    # (Monte-Carlo) to the same loss curve and the same mean feature. Against 200 cells (7e-5 from 400 cells, far
+    # below the particles' gaps) the errors of 25 and 50 cells are 5.3e-3 and 1.4e-3 (ratio 3.9; 2 would be first
+    # order). Each grid and each particle number compiles its own program.
     X = jax.random.normal(jax.random.key(0), (32, 1))
     data = mfpde.Dataset(X, jnp.tanh(2.0 * X[:, 0] + 0.5)[:, None])
     flow = mfpde.flows.TwoLayer(activation="tanh", train_output=False, l2=0.01, temperature=0.05)
@@ -298,21 +300,22 @@ def test_one_dimensional_two_layer_grid_and_particles_converge_to_each_other():
     problem = mfpde.FlowProblem(flow, data, init, (0.0, 2.0))
     ts = np.array([0.5, 1.0, 2.0])
     grids = {}
-    for n in (25, 50, 100, 400):
+    for n in (25, 50, 200):
         grid = Grid(bounds=((-4.0, 4.0),), cells=n, axes=("w",), fixed={"u": 1.0})
         grids[n] = mfpde.solve(problem, grid, saveat=ts).dataset
-    reference = grids[400]
-    errors = [float(np.abs(grids[n].loss - reference.loss).max()) for n in (25, 50, 100)]
-    assert np.all(np.array(errors[:-1]) / np.array(errors[1:]) > 3.0), errors
+    reference = grids[200]
+    errors = [float(np.abs(grids[n].loss - reference.loss).max()) for n in (25, 50)]
+    assert errors[0] / errors[1] > 3.0, errors
     study = mfpde.EnsembleProblem(problem, sweep={"seed": np.arange(8)})
     gaps = []
     for n in (250, 4000):
-        ds = mfpde.solve(study, Particles(n=n, method="scan", dt=1e-3), saveat=ts).dataset
+        ds = mfpde.solve(study, Particles(n=n, method="scan", dt=5e-3), saveat=ts).dataset
         loss_gap = np.sqrt(np.mean((ds.loss.values - reference.loss.values) ** 2))
         mean_gap = np.sqrt(np.mean((ds.theta_mean.sel(param="w").values - reference.theta_mean.sel(param="w").values) ** 2))
         gaps.append((loss_gap, mean_gap))
     (loss_small, mean_small), (loss_large, mean_large) = gaps
-    # 16× the particles: the RMS gap over 8 seeds shrinks by about 4 (√16), down to the Euler–Maruyama bias O(dt).
+    # 16× the particles: the RMS gap over 8 seeds shrinks by about 4 (√16; 4.2 and 4.5 measured), down to the
+    # Euler–Maruyama bias O(dt) (at N = 4000 the gaps are 1.6e-3 and 5.4e-3 at dt = 5e-3, 1.8e-3 and 6.6e-3 at dt = 1e-3).
     assert loss_small / loss_large > 2.5 and mean_small / mean_large > 2.5, gaps
     assert loss_large < 3e-3 and mean_large < 2e-2, gaps
 

@@ -64,13 +64,14 @@ def test_balancedness_conserved_for_relu():
 
 def test_width_convergence_on_coupled_embedding():
     # On a coupled embedding widths N and 4N share their first units: |ŷ_N − ŷ_4N| = O(N^{−1/2}), RMS over seeds.
-    # Three widths (one compiled program each), two gaps: the rate is −0.47 here (−0.58 over widths 8…512).
+    # Three widths (one compiled program each), two gaps: the rate is −0.47 here (−0.58 over widths 8…512). Tsit5,
+    # the default the probes pick for this net, given: the same solves without compiling the probes at each width.
     flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"))
     init = mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 1.0, 1.0))
     prob = mfpde.FlowProblem(flow, _data(), init, (0.0, 1.0))
     widths = np.array([32, 128, 512])
-    predictions = np.array([[mfpde.solve(prob, Units(widths=(w, w)), saveat=[1.0], key=seed).dataset.prediction.values
-                             for w in widths] for seed in range(4)])
+    predictions = np.array([[mfpde.solve(prob, Units(widths=(w, w)), saveat=[1.0], key=seed, solver=diffrax.Tsit5())
+                             .dataset.prediction.values for w in widths] for seed in range(4)])
     gaps = np.sqrt(np.mean((predictions[:, 1:] - predictions[:, :-1]) ** 2, axis=(0, 2, 3, 4)))
     rate = np.polyfit(np.log(widths[:-1]), np.log(gaps), 1)[0]
     assert -0.8 < rate < -0.3, (gaps, rate)
@@ -112,13 +113,14 @@ def test_iid_zero_mean_depth_four_is_degenerate_and_stationary_in_the_limit():
     # an exact stationary point of the limit. At width N the spread of the features across units vanishes with N
     # (in theory as 1/N in the second hidden layer and 1/N² in the third; ≈ N^-0.94 and N^-1.8 between these two small
     # widths, N^-1.00 and N^-1.99 at N = 100…1600 in notebooks/width_independence.ipynb), and so does the network's
-    # motion (17× less at N = 256 than at N = 16). Two widths: one compiled program each.
+    # motion (17× less at N = 256 than at N = 16). Two widths: one compiled program each (Tsit5 given, as the
+    # probes would pick, so that they are not compiled at each width).
     flow = mfpde.flows.Multilayer(activations=("tanh", "tanh", "tanh"))
     prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0), (0.0, 1.0))
     widths = np.array([16, 256])
     spread, motion = [], []
     for w in widths:
-        ds = mfpde.solve(prob, Units(widths=(w, w, w)), saveat=[0.0, 1.0], key=1).dataset
+        ds = mfpde.solve(prob, Units(widths=(w, w, w)), saveat=[0.0, 1.0], key=1, solver=diffrax.Tsit5()).dataset
         spread.append(ds.unit_spread.values[0, 1:])  # middle layers at t = 0
         motion.append(np.sqrt(np.mean((ds.prediction.values[1] - ds.prediction.values[0]) ** 2)))
     spread = np.array(spread)

@@ -103,8 +103,9 @@ def test_chunked_data_term_matches():
     full = prob.flow.velocity(0.0, theta, masses, prob.data)
     chunked = prob.flow.velocity(0.0, theta, masses, prob.data, chunk_size=7)
     np.testing.assert_allclose(chunked, full, rtol=1e-13, atol=1e-15)
-    a = mfpde.solve(prob, Particles(chunk_size=6), saveat=[3.0]).dataset.loss
-    b = mfpde.solve(prob, Particles(), saveat=[3.0]).dataset.loss
+    # Unchunked: the program of the second solve in test_energy_decreases_and_risk_is_energy (nothing new to compile).
+    a = mfpde.solve(prob, Particles(chunk_size=6, save_particles=True), saveat=[3.0]).dataset.loss
+    b = mfpde.solve(prob, Particles(save_particles=True), saveat=[3.0]).dataset.loss
     np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
@@ -121,11 +122,16 @@ def test_stiff_flow_switches_to_implicit_solver():
     assert easy.dataset.attrs["solver"] == "Tsit5"
 
 
+# Each activation is its own compiled program. By default through the Euler scan (the activation enters through the
+# velocity, the same for every integrator; a default adaptive solve costs ~4× the compilation, its probes included);
+# with the default method under `-m slow`.
+@pytest.mark.parametrize("method", ["scan", pytest.param("adaptive", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("activation", sorted(mfpde.activations.ACTIVATIONS))
-def test_every_activation_runs_and_decreases_risk(activation):
+def test_every_activation_runs_and_decreases_risk(activation, method):
     data = mfpde.datasets.teacher(1, n=32, d=3)
     prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(activation=activation, bias=True), data, mfpde.measures.Gaussian(), (0.0, 1.0))
-    risk = mfpde.solve(prob, Particles(n=16), saveat=[0.0, 1.0]).dataset.risk.values
+    algorithm = Particles(n=16, method=method, dt=0.05 if method == "scan" else None)
+    risk = mfpde.solve(prob, algorithm, saveat=[0.0, 1.0]).dataset.risk.values
     assert risk[1] < risk[0]
 
 

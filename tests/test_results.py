@@ -21,6 +21,10 @@ def _problem(temperature=0.0):
     return mfpde.FlowProblem(flow, data, mfpde.measures.Gaussian(), (0.0, 2.0))
 
 
+# Compiling a program is most of a test's time: tests that only need some solve share the shapes of one elsewhere
+# in this file (temperature, key and tolerances are traced), so that in one process they compile nothing new.
+
+
 def test_dataset_layout_and_attributes():
     sol = mfpde.solve(_problem(), Particles(n=16, save_particles=True), saveat=jnp.linspace(0, 2, 5), key=7)
     ds = sol.dataset
@@ -40,7 +44,8 @@ def test_dataset_layout_and_attributes():
 
 
 def test_netcdf_round_trip_identical(tmp_path):
-    sol = mfpde.solve(_problem(0.01), Particles(n=16, save_particles=True), saveat=[0.0, 1.0, 2.0])
+    # The program of the uninterrupted run in test_checkpointed_run_resumes_from_last_segment[adaptive].
+    sol = mfpde.solve(_problem(0.01), Particles(n=16, save_particles=True), saveat=np.linspace(0.0, 2.0, 9))
     path = sol.to_netcdf(tmp_path / "run.nc")
     xr.testing.assert_identical(mfpde.load(path).dataset, sol.dataset)
     assert not list(tmp_path.glob("*.tmp.nc"))
@@ -86,7 +91,8 @@ def test_netcdf_round_trip_property(tmp_path_factory, dtype, shape, attrs, data)
 
 
 def test_plot(tmp_path):
-    sol = mfpde.solve(_problem(), Particles(n=16, save_particles=True), saveat=[0.0, 1.0, 2.0])
+    # The program of test_dataset_layout_and_attributes.
+    sol = mfpde.solve(_problem(), Particles(n=16, save_particles=True), saveat=jnp.linspace(0, 2, 5))
     fig = sol.plot(coords=("w_0", "w_1"), color="u")
     fig.savefig(tmp_path / "a.png")
     assert len(fig.axes) >= 2

@@ -62,10 +62,18 @@ TEACHER_2D_DIRECTIONS = ((2.0, 0.0), (1.0, 2.0), (2.0, 1.0), (0.0, 2.0))
 
 def teacher_student_2d(key: PRNGKeyArray | int, n: int = 10_000, *, noise: float = 0.1, scale: float = 100.0,
                        n_test: int = 10_000) -> Dataset:
-    """The 2D teacher–student task of MATH.md 6:
+    """The 2-D teacher–student task (notebooks/teacher_student_2d.ipynb):
 
         f*(x) = ¼ Σ_{k=1..4} sigmoid(a_k · x),  a_k ∈ {(2,0), (1,2), (2,1), (0,2)},  x ~ N(0, scale² I₂),
         y = f*(x) + N(0, noise²);  test labels are noiseless.
+
+    **Arguments:**
+
+    - `key`: a PRNG key or an integer seed (inputs, label noise and test inputs come from three splits of it).
+    - `n`: the number of training points.
+    - `noise`: the standard deviation of the label noise.
+    - `scale`: the standard deviation of each input coordinate.
+    - `n_test`: the number of (noiseless) test points.
     """
     a = jnp.asarray(TEACHER_2D_DIRECTIONS)
     kx, kn, kt = jax.random.split(_key(key), 3)

@@ -17,7 +17,7 @@ PENALTIES = ("weight_decay", "convex")
 
 
 class AbstractFeatureFlow(AbstractLayeredFlow):
-    """The neural feature flow (MATH.md 4) of a network with L = len(activations) hidden layers of widths m_ℓ, on
+    """The neural feature flow (docs/flows/feature-flows.md) of a network with L = len(activations) hidden layers of widths m_ℓ, on
     n training points. The *feature* of unit j of layer ℓ is its vector of pre-activations θ_{ℓ,j} ∈ R^n:
 
         θ_{1,j}   = X w_{1,j}
@@ -29,7 +29,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
 
     - "weight_decay": R = (λ/2) Σ_ℓ ∫∫ |w_ℓ|² dp_{ℓ−1} dp_ℓ, so weight decay is −λ w in every velocity;
     - "convex": R = (λ/2) [∫ |w_1|² dp_1 + Σ_{ℓ=1}^{L−1} ∫ (∫ |w_{ℓ+1}(θ̄, θ)| dp_ℓ(θ̄))² dp_{ℓ+1}(θ) + ∫ |w_{L+1}|² dp_L],
-      the ℓ_{1,2} path norm whose perspective form is jointly convex (MATH.md 4; r = 2): the regulariser to use
+      the ℓ_{1,2} path norm whose perspective form is jointly convex (docs/algorithms/convex.md; r = 2): the regulariser to use
       when comparing with `solvers.Convex`. Its velocity uses |w| smoothed as √(w² + ε²) − ε (`smoothing` ε), which
       keeps the ODE from chattering where weights reach 0; the reported objective uses |w|.
 
@@ -90,6 +90,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
     def check_data(self, data):
         if not isinstance(data, Dataset):
             raise TypeError(f"`data` of a {type(self).__name__} flow must be an mfpde.Dataset, got {type(data).__name__}.")
+        losses.check_labels(self.loss, data, type(self).__name__)
 
     def _weight_names(self) -> list[str]:
         return [f"w{ell}" for ell in range(1, self.depth + 2)]

@@ -16,7 +16,8 @@ def _layer_names(depth: int) -> tuple[str, ...]:
 
 
 class Multilayer(AbstractLayeredFlow):
-    """Mean-field multilayer network (MATH.md 3, Nguyen–Pham), L = len(activations) + 1 layers of weights:
+    """Mean-field multilayer network (Nguyen and Pham; docs/flows/multilayer.md), L = len(activations) + 1
+    layers of weights:
 
         H_1(x, c_1) = w_1(c_1) · x
         H_ℓ(x, c_ℓ) = (1/N_{ℓ−1}) Σ_{c_{ℓ−1}} w_ℓ(c_{ℓ−1}, c_ℓ) σ_{ℓ−1}(H_{ℓ−1}(x, c_{ℓ−1}))      ℓ = 2..L−1
@@ -71,6 +72,7 @@ class Multilayer(AbstractLayeredFlow):
     def check_data(self, data):
         if not isinstance(data, Dataset):
             raise TypeError(f"`data` of a Multilayer flow must be an mfpde.Dataset, got {type(data).__name__}.")
+        losses.check_labels(self.loss, data, "Multilayer")
 
     def shapes(self, widths: tuple[int, ...], data: Dataset) -> dict[str, tuple[int, int]]:
         """Shapes of the weight matrices for hidden widths N_1..N_{L−1}."""

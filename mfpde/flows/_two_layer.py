@@ -33,7 +33,7 @@ def chunked_map(fn, X: Float[Array, "n d"], chunk_size: int | None) -> Array:
 
 
 class TwoLayer(AbstractFlow):
-    """Mean-field two-layer network (MATH.md 1).
+    """Mean-field two-layer network (Mei, Montanari and Nguyen; Chizat and Bach; docs/flows/two-layer.md).
 
         f(x; ρ) = α Σ_j m_j u_j σ(w_j · x + b_j),   θ_j = (u_j, w_j, b_j), u_j ∈ R^k
         R(ρ) = E_i ℓ(f(x_i; ρ), y_i) + ½ Σ_j m_j Σ_c λ_c θ_{jc}²
@@ -42,21 +42,22 @@ class TwoLayer(AbstractFlow):
 
     **Arguments:**
 
-    - `activation`: one of `mfpde.activations.ACTIVATIONS` ("tanh", "relu", "sigmoid", "erf", "identity", "softplus").
+    - `activation`: one of `mfpde.activations.ACTIVATIONS` ("tanh", "relu", "sigmoid", "erf", "identity",
+      "softplus", "step", "sign").
     - `alpha`: output scale α.
     - `bias`: whether neurons carry a bias b_j.
     - `train_output`: whether the output weights u_j move (False keeps them at their initial values).
     - `l2`: weight decay λ ≥ 0 of the trained coordinates.
     - `l2_output`: weight decay of u, if it differs from `l2`.
     - `temperature`: τ ≥ 0 of the entropy term (noisy training when τ > 0).
-    - `loss`: "squared" (½|f − y|²) or "logistic" (labels ±1).
+    - `loss`: "squared" (½|f − y|²) or "logistic" (log(1 + e^{−y f}), labels y ∈ {−1, +1}; others are refused).
 
     Coordinate groups: `u` (k), `w` (d), and `b` (1) when `bias`.
 
-    Neural feature repopulation (MATH.md 2) is this flow, not a separate one: its two-level model (features θ = (w, b)
-    carrying importances u(θ), regularisers on both, entropy on ρ) has exactly the energy above with
-    `train_output=True`, `l2_output` on u, `l2` on θ and `temperature` τ, so a second flow class would duplicate the
-    energy. The learned feature distribution ρ and importance u(θ) are the particles' `w`/`b` and `u` coordinates
+    Neural feature repopulation (docs/flows/two-layer.md) is this flow, not a separate one: its two-level model
+    (features θ = (w, b) carrying importances u(θ), regularisers on both, entropy on ρ) has exactly the energy above
+    with `train_output=True`, `l2_output` on u, `l2` on θ and `temperature` τ, so a second flow class would duplicate
+    the energy. The learned feature distribution ρ and importance u(θ) are the particles' `w`/`b` and `u` coordinates
     (`theta` of a solution saved with `save_particles=True`); `mfpde.repopulate` draws features from them and refits
     the output layer.
     """
@@ -92,6 +93,8 @@ class TwoLayer(AbstractFlow):
             check_population(self.activation, data, self.loss)
         elif not isinstance(data, Dataset):
             raise TypeError(f"`data` of a TwoLayer flow must be an mfpde.Dataset or mfpde.Population, got {type(data).__name__}.")
+        else:
+            losses.check_labels(self.loss, data, "TwoLayer")
 
     def trainable(self, data):
         mask = np.ones(sum(self.groups(data).values()), dtype=bool)

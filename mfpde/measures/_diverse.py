@@ -3,7 +3,7 @@ from ._base import AbstractMeasure
 
 
 class DiverseFeatures(AbstractMeasure):
-    """The minimum-norm initialisation of a feature flow (MATH.md 4), which avoids the degeneracy of i.i.d. middle
+    """The minimum-norm initialisation of a feature flow (docs/flows/feature-flows.md), which avoids the degeneracy of i.i.d. middle
     weights: w_1 ~ N(0, first_std² I) (default first_std² = 1/d), then layer by layer target features
     θ_{ℓ+1,j} ~ N(0, K_ℓ), K_ℓ = (1/m_ℓ) Σ_i h(θ_{ℓ,i}) h(θ_{ℓ,i})ᵀ, reached by the minimum-norm weights
 
