@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 
 def is_concrete(x) -> bool:
+    """Whether `x` has a value now (is not traced inside `jit` or `vmap`), so that it can be checked in Python."""
     return not isinstance(x, jax.core.Tracer)
 
 

@@ -6,7 +6,7 @@
                 temperature = 0.01
     [init]      kind = "Gaussian"     # a class of mfpde.measures
     [problem]   tspan = [0.0, 50.0]
-    [algorithm] kind = "Particles"    # a class of the `solvers` package
+    [algorithm] kind = "Particles"    # a registered algorithm (entry points `mfpde.algorithms`: the `solvers` classes)
                 n = 1024
     [solve]     saveat = {start = 0.0, stop = 50.0, num = 101}   # or a list of times
                 key = 0               # and rtol, atol, max_steps, batch_size, batch_stepping, ...
@@ -27,6 +27,7 @@ import numpy as np
 from . import datasets, flows, measures
 from ._ensemble import EnsembleProblem
 from ._problem import FlowProblem
+from ._registry import algorithms
 
 SECTIONS = ("data", "flow", "init", "problem", "algorithm", "solve", "sweep")
 _SOLVE_OPTIONS = ("saveat", "key", "rtol", "atol", "dt0", "max_steps", "brownian_tol", "batch_size", "batch_stepping",
@@ -100,7 +101,8 @@ def _from_annotation(annotation):
         return None
     if origin is collections.abc.Mapping or annotation is collections.abc.Mapping:
         return "a table", lambda v: isinstance(v, dict)
-    if isinstance(annotation, type) and annotation.__module__.split(".")[0] in ("mfpde", "solvers"):
+    if isinstance(annotation, type) and (annotation.__module__.split(".")[0] == "mfpde"
+                                         or annotation in vars(algorithms()).values()):
         noun = annotation.__name__
         noun = noun.removeprefix("Abstract").lower() if inspect.isabstract(annotation) else noun
         return f"a table {{ kind = ... }} building a {noun}", _is_kind_table
@@ -256,8 +258,6 @@ def build(config: dict, sweep_overrides: dict | None = None):
     - `config`: the tables of the configuration (as `load_config` returns them).
     - `sweep_overrides`: further swept values (`--set NAME=VALUES` on the command line), name → values.
     """
-    import solvers
-
     unknown = set(config) - set(SECTIONS)
     if unknown:
         raise ConfigError(f"{min(unknown)}: unknown section; allowed: {list(SECTIONS)}")
@@ -281,7 +281,7 @@ def build(config: dict, sweep_overrides: dict | None = None):
         problem = FlowProblem(flow, data, init, tuple(problem_table["tspan"]))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"problem.tspan: {e}") from None
-    algorithm = _build("algorithm", config["algorithm"], solvers)
+    algorithm = _build("algorithm", config["algorithm"], algorithms())
     options = dict(config.get("solve", {}))
     for name, value in options.items():
         if name not in _SOLVE_OPTIONS:

@@ -10,8 +10,7 @@ import optimistix as optx
 import xarray as xr
 
 import mfpde
-from mfpde._ensemble import is_solver_parameter
-from mfpde._store import ChunkStore
+from mfpde.extend import ChunkStore, is_solver_parameter
 
 from ._integrate import NONFINITE, brownian_tree
 

@@ -13,10 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mfpde._netcdf import flatten_attrs
-from mfpde._store import ChunkStore, fingerprint, numerics
+from mfpde.extend import ChunkStore, fingerprint, flatten_attrs, numerics
 
-from ._batches import error_norm, run_ensemble
+from ._batches import run_ensemble
 from ._integrate import implicit_solver, integrate_adaptive, integrate_scan, probe_velocity
 from ._tolerances import tolerance
 

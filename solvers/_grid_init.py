@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
 
+from mfpde.extend import coordinate_vector
 from mfpde.measures import Gaussian, Particles, Product, Uniform
-from mfpde.measures._base import _coordinate_vector
 
 _MONTE_CARLO_SAMPLES = 2**20
 
@@ -18,14 +18,14 @@ def _marginal_cdf(measure, groups: dict[str, int], index: int):
     the coordinates independent with a known marginal (Gaussian, Uniform, Product of those); else None."""
     p = sum(groups.values())
     if isinstance(measure, Gaussian):
-        mean = float(np.asarray(_coordinate_vector(measure.mean, p, "Gaussian", "mean"))[index])
-        std = float(np.asarray(_coordinate_vector(measure.std, p, "Gaussian", "std"))[index])
+        mean = float(np.asarray(coordinate_vector(measure.mean, p, "Gaussian", "mean"))[index])
+        std = float(np.asarray(coordinate_vector(measure.std, p, "Gaussian", "std"))[index])
         if std == 0:
             return lambda x: (np.asarray(x) >= mean).astype(float)
         return lambda x: ndtr((np.asarray(x) - mean) / std)
     if isinstance(measure, Uniform):
-        low = float(np.asarray(_coordinate_vector(measure.low, p, "Uniform", "low"))[index])
-        high = float(np.asarray(_coordinate_vector(measure.high, p, "Uniform", "high"))[index])
+        low = float(np.asarray(coordinate_vector(measure.low, p, "Uniform", "low"))[index])
+        high = float(np.asarray(coordinate_vector(measure.high, p, "Uniform", "high"))[index])
         return lambda x: np.clip((np.asarray(x) - low) / (high - low), 0.0, 1.0)
     if isinstance(measure, Product):
         start = 0

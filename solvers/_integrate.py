@@ -1,6 +1,9 @@
 """Time integration shared by the Lagrangian algorithms: a system (velocity, noise scale and observables on a flat
 state vector) integrated by diffrax, or by a fixed-step Euler–Maruyama scan."""
 
+import os
+import sys
+
 import diffrax
 import equinox as eqx
 import jax
@@ -93,11 +96,22 @@ def implicit_solver(gmres_atol: float = 1e-10):
     return diffrax.Kvaerno5(root_finder=newton)
 
 
+def watched() -> bool:
+    """Whether a person is watching: running in a Jupyter kernel, and not under pytest (whose `PYTEST_CURRENT_TEST`
+    the kernels of executed notebooks inherit)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell" and "PYTEST_CURRENT_TEST" not in os.environ
+
+
 def as_progress_meter(value) -> diffrax.AbstractProgressMeter:
-    """A diffrax progress meter from `progress_meter=`: True for tqdm, False or None for none, or one as given."""
+    """A diffrax progress meter from `progress_meter=`: True for tqdm, False for none, None (the default) for tqdm
+    when a person is watching (`watched`: a notebook), or a meter as given."""
+    if value is None:
+        value = watched()
     if value is True:
         return diffrax.TqdmProgressMeter()
-    return diffrax.NoProgressMeter() if value is False or value is None else value
+    return diffrax.NoProgressMeter() if value is False else value
 
 
 def _nonfinite(t, y, args, **kwargs):

@@ -7,8 +7,7 @@ import scipy.optimize
 import scipy.special
 
 import mfpde
-from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._timing import Timer
+from mfpde.extend import Timer, make_dataset, warn_or_raise
 
 from ._integrate import as_key
 from ._tolerances import tolerance

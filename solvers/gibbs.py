@@ -8,9 +8,7 @@ import numpy as np
 import optimistix as optx
 
 import mfpde
-from mfpde._checks import is_concrete
-from mfpde._solution import warn_or_raise
-from mfpde._timing import Timer
+from mfpde.extend import Timer, is_concrete, warn_or_raise
 
 from ._grid_ops import sg_rate
 from ._tolerances import tolerance

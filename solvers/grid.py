@@ -10,14 +10,11 @@ import numpy as np
 from jaxtyping import Array, Float
 
 import mfpde
-from mfpde._checks import as_float_array
-from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._timing import Timer
+from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
 from ._integrate import NONFINITE_EVENT, as_key, as_progress_meter, implicit_solver, solve_stats
-from ._saveat import save_times
 from ._tolerances import tolerance
 
 
@@ -297,7 +294,7 @@ class Grid(mfpde.AbstractAlgorithm):
         atol: float | None = None,
         dt0: float | None = None,
         max_steps: int = 100_000,
-        progress_meter: diffrax.AbstractProgressMeter | bool = False,
+        progress_meter: diffrax.AbstractProgressMeter | bool | None = None,
         key=0,
         throw: bool = False,
     ) -> mfpde.Solution:
@@ -314,7 +311,8 @@ class Grid(mfpde.AbstractAlgorithm):
           mean cell mass.
         - `dt0`: initial step (default: chosen by the controller).
         - `max_steps`: step budget; reaching it returns what was computed, with result `max_steps_reached`.
-        - `progress_meter`: a diffrax progress meter, or True for `diffrax.TqdmProgressMeter()`.
+        - `progress_meter`: a diffrax progress meter, True for `diffrax.TqdmProgressMeter()`, False for none;
+          by default a progress bar in a notebook (not under pytest), none elsewhere.
         - `key`: an integer seed or PRNG key, used only to estimate by sampling how much of an initial measure
           without a known distribution function lies outside the box.
         - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.

@@ -5,9 +5,7 @@ import numpy as np
 import optimistix as optx
 
 import mfpde
-from mfpde._checks import is_concrete
-from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._timing import Timer
+from mfpde.extend import Timer, is_concrete, make_dataset, warn_or_raise
 
 from ._integrate import as_key
 from ._tolerances import tolerance

@@ -11,15 +11,12 @@ import xarray as xr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 import mfpde
-from mfpde._checks import as_float_array
-from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._timing import Timer
+from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
-from ._entropy import knn_entropy
 from ._batches import error_norm, merge_points, sweep_variables
 from ._driver import check_counts, integrator, restart_options, run
+from ._entropy import knn_entropy
 from ._integrate import as_key, as_progress_meter, brownian_tree
-from ._saveat import save_times
 
 _AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
 
@@ -92,7 +89,7 @@ class Particles(mfpde.AbstractAlgorithm):
         atol: float | None = None,
         dt0: float | None = None,
         max_steps: int = 100_000,
-        progress_meter: diffrax.AbstractProgressMeter | bool = False,
+        progress_meter: diffrax.AbstractProgressMeter | bool | None = None,
         brownian_tol: float | None = None,
         batch_size: int = 64,
         batch_stepping: Literal["per_point", "shared"] = "per_point",
@@ -118,7 +115,8 @@ class Particles(mfpde.AbstractAlgorithm):
           SDE): 1e-3 in float64, 1e-2 in float32.
         - `dt0`: initial step (default: chosen by the controller).
         - `max_steps`: step budget; reaching it returns what was computed, with result `max_steps_reached`.
-        - `progress_meter`: a diffrax progress meter, or True for `diffrax.TqdmProgressMeter()`.
+        - `progress_meter`: a diffrax progress meter, True for `diffrax.TqdmProgressMeter()`, False for none;
+          by default a progress bar in a notebook (not under pytest), none elsewhere.
         - `brownian_tol`: resolution of the Brownian tree (τ > 0), default (t1 − t0)·2⁻¹⁸. It must stay below the
           steps the controller takes (below it the noise of two steps is no longer independent), and it sets the cost
           of the noise: each step descends the tree, one level per halving, drawing the increment and Lévy area of

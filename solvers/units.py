@@ -7,14 +7,11 @@ import numpy as np
 from jaxtyping import Array, Float
 
 import mfpde
-from mfpde._checks import as_float_array
-from mfpde._solution import make_dataset, warn_or_raise
-from mfpde._timing import Timer
+from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
 from ._batches import error_norm, sweep_variables
 from ._driver import check_counts, integrator, restart_options, run
 from ._integrate import as_key, as_progress_meter
-from ._saveat import save_times
 
 
 class Units(mfpde.AbstractAlgorithm):
@@ -48,7 +45,7 @@ class Units(mfpde.AbstractAlgorithm):
             raise ValueError("`dt` of Units must be given and positive with method='scan'.")
 
     def solve(self, problem, *, saveat=None, key=0, solver=None, stepsize_controller=None, rtol=None, atol=None,
-              dt0=None, max_steps: int = 100_000, progress_meter=False, batch_size: int = 64,
+              dt0=None, max_steps: int = 100_000, progress_meter=None, batch_size: int = 64,
               batch_stepping: Literal["per_point", "shared"] = "per_point", directory=None, checkpoint_every: int = 10,
               client=None, throw: bool = False) -> mfpde.Solution:
         """Integrate `problem`: a `FlowProblem` with a layered flow and a layered initial measure such as

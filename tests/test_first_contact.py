@@ -246,3 +246,29 @@ def test_plot_without_particles_refuses_coords():
     assert sol.plot().axes[0].get_ylabel() == "loss"
     with pytest.raises(ValueError, match=r"`coords`: .*no particles .*save_particles=True"):
         sol.plot(coords=("w_0", "w_1"))
+
+
+# --- progress where a person watches -----------------------------------------------------------------------------------
+
+
+def test_progress_bar_by_default_in_a_notebook_only(monkeypatch):
+    """A solve shows progress by default in a Jupyter kernel (ZMQInteractiveShell), not in a terminal script, and not
+    under pytest, whose environment the kernels of the tested notebooks inherit."""
+    import sys
+    import types
+
+    import diffrax
+
+    from solvers._integrate import as_progress_meter
+
+    class ZMQInteractiveShell:
+        pass
+
+    assert isinstance(as_progress_meter(None), diffrax.NoProgressMeter)  # a plain interpreter
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=ZMQInteractiveShell))
+    assert isinstance(as_progress_meter(None), diffrax.NoProgressMeter)  # under pytest
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    assert isinstance(as_progress_meter(None), diffrax.TqdmProgressMeter)
+    assert isinstance(as_progress_meter(False), diffrax.NoProgressMeter)
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))  # IPython, no kernel
+    assert isinstance(as_progress_meter(None), diffrax.NoProgressMeter)

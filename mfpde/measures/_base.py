@@ -34,7 +34,9 @@ def total_size(groups: dict[str, int]) -> int:
     return sum(groups.values())
 
 
-def _coordinate_vector(value, p: int, name: str, argument: str):
+def coordinate_vector(value, p: int, name: str, argument: str):
+    """`value` as one entry per coordinate, shape (p,): a scalar is broadcast; another shape is a ValueError naming
+    `argument` of `name`."""
     value = jnp.asarray(value)
     if value.ndim == 0:
         return jnp.broadcast_to(value, (p,))

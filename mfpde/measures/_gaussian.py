@@ -5,7 +5,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import as_float_array
-from ._base import AbstractMeasure, _coordinate_vector, split_groups, total_size
+from ._base import AbstractMeasure, coordinate_vector, split_groups, total_size
 
 
 class Gaussian(AbstractMeasure):
@@ -26,14 +26,14 @@ class Gaussian(AbstractMeasure):
 
     def sample(self, key: PRNGKeyArray, n: int, groups: dict[str, int]) -> dict[str, Array]:
         p = total_size(groups)
-        mean = _coordinate_vector(self.mean, p, "Gaussian", "mean")
-        std = _coordinate_vector(self.std, p, "Gaussian", "std")
+        mean = coordinate_vector(self.mean, p, "Gaussian", "mean")
+        std = coordinate_vector(self.std, p, "Gaussian", "std")
         theta = mean + std * jax.random.normal(key, (n, p), dtype=mean.dtype)
         return split_groups(theta, groups)
 
     def log_density(self, theta, groups):
         p = total_size(groups)
-        mean = _coordinate_vector(self.mean, p, "Gaussian", "mean")
-        std = _coordinate_vector(self.std, p, "Gaussian", "std")
+        mean = coordinate_vector(self.mean, p, "Gaussian", "mean")
+        std = coordinate_vector(self.std, p, "Gaussian", "std")
         z = (theta - mean) / std
         return jnp.sum(-0.5 * z**2 - jnp.log(std), axis=-1) - 0.5 * p * math.log(2 * math.pi)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import as_float_array
-from ._base import AbstractMeasure, _coordinate_vector, split_groups, total_size
+from ._base import AbstractMeasure, coordinate_vector, split_groups, total_size
 
 
 class Uniform(AbstractMeasure):
@@ -25,14 +25,14 @@ class Uniform(AbstractMeasure):
 
     def sample(self, key: PRNGKeyArray, n: int, groups: dict[str, int]) -> dict[str, Array]:
         p = total_size(groups)
-        low = _coordinate_vector(self.low, p, "Uniform", "low")
-        high = _coordinate_vector(self.high, p, "Uniform", "high")
+        low = coordinate_vector(self.low, p, "Uniform", "low")
+        high = coordinate_vector(self.high, p, "Uniform", "high")
         theta = jax.random.uniform(key, (n, p), dtype=low.dtype, minval=low, maxval=high)
         return split_groups(theta, groups)
 
     def log_density(self, theta, groups):
         p = total_size(groups)
-        low = _coordinate_vector(self.low, p, "Uniform", "low")
-        high = _coordinate_vector(self.high, p, "Uniform", "high")
+        low = coordinate_vector(self.low, p, "Uniform", "low")
+        high = coordinate_vector(self.high, p, "Uniform", "high")
         inside = jnp.all((theta >= low) & (theta <= high), axis=-1)
         return jnp.where(inside, -jnp.sum(jnp.log(high - low)), -jnp.inf)
