@@ -12,8 +12,8 @@ from .measures._base import split_groups
 
 def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | None = None, time=None,
             **options) -> xr.Dataset:
-    """The global-minimum check (docs/algorithms/convex.md) for a flow's solution: its objective against the optimum of the convex
-    program on the flow's own support, with the stationarity residuals, in one dataset.
+    """The global-minimum check (docs/algorithms/convex.md) for a flow's solution: its objective against the optimum
+    of the convex program on the flow's own support, with the stationarity residuals, in one dataset.
 
     At time t the flow's units are a feasible point of the convex program on their own support (masses 1/N,
     ŵ = w times the masses), whose value there is the flow's objective. So

@@ -10,6 +10,7 @@ import optimistix as optx
 import xarray as xr
 
 from . import activations, losses
+from ._dataset import Dataset
 from ._problem import FlowProblem
 from ._solution import cf_attributes
 from .flows import TwoLayer
@@ -86,9 +87,9 @@ def _draws(flow, data, pool, weights, keys, size, l2):
 
 def repopulate(sol, m, how="importance", *, source=("learned", "initial"), problem: FlowProblem | None = None,
                time=None, l2: float = 1e-6, draws: int = 1, key=0) -> xr.Dataset:
-    """Neural feature repopulation (docs/flows/two-layer.md): draw m features θ_j = (w_j, b_j) from the learned distribution (the
-    particles of `sol` at `time`) or from the initial one (`problem.init`), refit only the output layer by the
-    convex solve of `refit`, and report the risks of the resulting width-m networks
+    """Neural feature repopulation (docs/flows/two-layer.md): draw m features θ_j = (w_j, b_j) from the learned
+    distribution (the particles of `sol` at `time`) or from the initial one (`problem.init`), refit only the output
+    layer by the convex solve of `refit`, and report the risks of the resulting width-m networks
 
         f(x) = Σ_j a_j σ(w_j · x + b_j),   a = argmin (1/n) Σ_i ℓ(f(x_i), y_i) + (l2/2)|a|².
 
@@ -128,6 +129,9 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
     if not l2 > 0:
         raise ValueError(f"`l2` must be > 0, got {l2!r}.")
     flow, data = problem.flow, problem.data
+    if not isinstance(data, Dataset):
+        raise TypeError(f"`problem.data`: repopulate refits the output layer on finite training data (an mfpde.Dataset), "
+                        f"got {type(data).__name__}; for a Population, refit on a sample of it: `population.sample(key, n)`.")
     k = data.k
     theta = ds.theta.dropna("time", how="all")
     theta = theta.isel(time=-1) if time is None else theta.sel(time=time, method="nearest")

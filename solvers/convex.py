@@ -107,6 +107,9 @@ class Convex(mfpde.AbstractAlgorithm):
         if not isinstance(flow, (mfpde.flows.TwoLayer, mfpde.flows.AbstractFeatureFlow)):
             raise TypeError(f"`flow` of a Convex problem must be a flows.TwoLayer or a feature flow (flows.FeatureDNN, "
                             f"flows.FeatureResNet), got {type(flow).__name__}.")
+        if not isinstance(data, mfpde.Dataset):
+            raise TypeError(f"`data` of a Convex problem must be finite training data (an mfpde.Dataset), got "
+                            f"{type(data).__name__}; for a Population, solve on a sample of it: `population.sample(key, n)`.")
         if flow.loss != "squared":
             raise ValueError(f"`loss` of the flow must be 'squared' for Convex (closed-form inner problem), got {flow.loss!r}.")
         if not isinstance(solver, (type(None), optx.AbstractMinimiser)):

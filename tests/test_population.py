@@ -214,3 +214,43 @@ def test_population_bad_input():
         datasets.isotropic_gaussians(2, 0.5, quadrature=0)
     with pytest.raises(ValueError, match="`delta`"):
         datasets.isotropic_gaussians(2, 1.5)
+
+
+def test_gibbs_state_of_a_population_flow_is_the_closed_form_fixed_point():
+    """d = 1, u fixed at 1, ReLU student and teacher y = a·relu(v x), x ~ N(0, s²): E[relu(w x) relu(w' x)] =
+    ½ s² w w' 1{w w' > 0}, so the first variation on the grid nodes is, in NumPy,
+        Φ_k = α (α Σ_j m_j K(w_k, w_j) − a K(w_k, v)) + ½ λ w_k²,
+    and the Gibbs state is m_k ∝ exp(−Φ_k/τ): the returned masses satisfy it, with the teacher pulling mass to w > 0."""
+    from solvers import GibbsFixedPoint
+
+    s, a, v, alpha, lam, tau = 1.5, 2.0, 1.0, 1.0, 0.2, 0.05
+    population = mfpde.Population([[0.0]], [[[s**2]]], teacher=datasets.Teacher([a], [[v]], activation="relu"))
+    flow = flows.TwoLayer("relu", train_output=False, alpha=alpha, l2=lam, temperature=tau)
+    init = measures.Product(u=measures.Gaussian(mean=1.0, std=0.0), w=measures.Gaussian(mean=1.0, std=0.5))
+    grid = Grid(bounds=((-2.0, 5.0),), cells=56, axes=("w",), fixed={"u": 1.0})  # the state: ≈ N(1.7, 0.5²) on w > 0
+    ds = mfpde.solve(mfpde.StationaryProblem(flow, population, init), GibbsFixedPoint(grid)).dataset
+    assert int(ds.result) == 0
+    w = ds.w.values
+    m = ds.density.values * ds.attrs["cell_volume"]
+    np.testing.assert_allclose(m.sum(), 1.0, rtol=1e-12)
+
+    def K(x, y):
+        return 0.5 * s**2 * np.outer(x, y) * (np.outer(x, y) > 0)
+
+    phi = alpha * (alpha * K(w, w) @ m - a * K(w, [v])[:, 0]) + 0.5 * lam * w**2
+    gibbs = np.exp(-(phi - phi.min()) / tau)
+    np.testing.assert_allclose(m, gibbs / gibbs.sum(), rtol=1e-8, atol=1e-14)
+    assert m[w > 0].sum() > 0.9
+
+
+def test_algorithms_that_need_finite_data_refuse_a_population():
+    from solvers import Convex
+
+    population = datasets.isotropic_gaussians(2, 0.5)
+    flow = flows.TwoLayer("relu", l2=1e-2)
+    with pytest.raises(TypeError, match=r"`data` of a Convex problem must be finite training data.*Population.*sample"):
+        mfpde.solve(mfpde.StationaryProblem(flow, population, measures.Gaussian()), Convex())
+    sol = mfpde.solve(mfpde.FlowProblem(flow, population, measures.Gaussian(), (0.0, 0.1)),
+                      Particles(n=8, method="scan", dt=0.05, save_particles=True), saveat=[0.0, 0.1])
+    with pytest.raises(TypeError, match=r"`problem.data`: repopulate .*Population.*sample"):
+        mfpde.repopulate(sol, 4)
