@@ -230,7 +230,7 @@ def run_gibbs(n, t_steady, repeats):
             times.append(time.perf_counter() - start)
         density = ds.density.values.reshape(n, n)
         out[name] = {"first": first, "run": min(times), "steps": int(ds.num_steps), "density": density,
-                     "solver": ds.attrs.get("solver", ds.attrs.get("root_finder"))}
+                     "solver": ds.attrs.get("solver")}
     out["l1"] = float(np.abs(out["gibbs"]["density"] - out["flow"]["density"]).sum() * grid.cell_volume)
     return out
 

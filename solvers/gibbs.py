@@ -56,14 +56,14 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         if isinstance(self.dense_cells, bool) or not isinstance(self.dense_cells, int) or self.dense_cells < 0:
             raise ValueError(f"`dense_cells` of GibbsFixedPoint must be a non-negative integer, got {self.dense_cells!r}.")
 
-    def solve(self, problem: mfpde.StationaryProblem, *, root_finder=None, rtol: float | None = None,
+    def solve(self, problem: mfpde.StationaryProblem, *, solver=None, rtol: float | None = None,
               atol: float | None = None, max_steps: int = 256, key=0, throw: bool = False) -> mfpde.Solution:
         """Find the Gibbs state of `problem` (see the class docstring for the method).
 
         **Arguments:**
 
         - `problem`: an `mfpde.StationaryProblem` whose flow has τ > 0; `problem.init` is the initial guess.
-        - `root_finder`: an optimistix root finder or least-squares solver, used alone and as given (default:
+        - `solver`: an optimistix root finder or least-squares solver, used alone and as given (default:
           `optx.Newton(rtol, atol)`, then `optx.Dogleg(rtol, atol)` if Newton fails).
         - `rtol`, `atol`: tolerances of the default root finders on the masses (default 1e-10 and 1e-10/cells;
           1e-5 and 1e-5/cells in float32).
@@ -92,6 +92,9 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
             )
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        if not isinstance(solver, (type(None), optx.AbstractRootFinder, optx.AbstractLeastSquaresSolver)):
+            raise TypeError(f"`solver` of GibbsFixedPoint must be an optimistix root finder or least-squares solver, got "
+                            f"{type(solver).__name__}.")
         grid, flow, data = self.grid, problem.flow, problem.data
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
         axes, index, theta, m0, outside, how = grid.discretise(problem, key)
@@ -100,14 +103,14 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         default_tol = 1e-10 if dtype == jnp.float64 else 1e-5
         rtol = tolerance(rtol, default_tol, "rtol", dtype)
         atol = tolerance(atol, default_tol / m0.size, "atol", dtype)
-        if root_finder is None:
+        if solver is None:
             dense = m0.size <= self.dense_cells
             linear_solver = (lx.AutoLinearSolver(well_posed=True) if dense
                              else lx.GMRES(rtol=1e-3 * rtol, atol=1e-3 * atol, restart=100))
             finders = (optx.Newton(rtol=rtol, atol=atol, linear_solver=linear_solver),
                        optx.Dogleg(rtol=rtol, atol=atol, linear_solver=linear_solver))
         else:
-            finders = (root_finder,)
+            finders = (solver,)
         steps, tried = 0, []
         with Timer() as timer:
             for finder in finders:
@@ -132,7 +135,7 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
                                                 "relative to max_k m_k", "units": "1"}),
         }
         observed.update(residual=residual, flux_residual=flux_residual)
-        attrs = {"root_finder": ", then ".join(tried), "rtol": rtol, "atol": atol, "axes": list(axes), "cell_volume": grid.cell_volume,
+        attrs = {"solver": ", then ".join(tried), "rtol": rtol, "atol": atol, "axes": list(axes), "cell_volume": grid.cell_volume,
                  "initial_mass_outside": outside, "initial_mass_outside_method": how, "mass_on_walls": on_walls}
         title = f"{type(flow).__name__} Gibbs state, grid {'×'.join(map(str, grid.cells))}"
         dataset = _dataset(problem, self, grid, flow, data, axes, grid.nodes(), None, observed, stats, timer, attrs,

@@ -2,9 +2,11 @@
 
 import diffrax
 import numpy as np
+import optimistix as optx
 import pytest
 
 import mfpde
+import solvers
 import solvers._batches
 import solvers._driver
 from solvers import Particles
@@ -87,6 +89,10 @@ def _study():
             ),
             "`w`",
         ),
+        (lambda: mfpde.solve(mfpde.StationaryProblem(mfpde.flows.OrnsteinUhlenbeck(temperature=0.5), None,
+                                                     mfpde.measures.Gaussian()),
+                             solvers.GibbsFixedPoint(solvers.Grid(bounds=((-4.0, 4.0),), cells=8)),
+                             solver=optx.BFGS(rtol=1e-8, atol=1e-8)), "`solver` of GibbsFixedPoint"),
     ],
 )
 def test_bad_input_names_the_argument(make, match):

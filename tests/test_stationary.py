@@ -73,7 +73,7 @@ def test_nonlinear_gibbs_state_matches_the_long_time_grid_solution():
     flow, data, init, grid = _gridded_two_layer()
     dense = mfpde.solve(mfpde.StationaryProblem(flow, data, init), GibbsFixedPoint(grid)).dataset
     assert int(dense.result) == 0 and float(dense.residual) < 1e-10 and float(dense.flux_residual) < 1e-9
-    assert int(dense.num_steps) > 2 and dense.attrs["root_finder"] == "Newton"  # Φ depends on ρ: Newton iterates
+    assert int(dense.num_steps) > 2 and dense.attrs["solver"] == "Newton"  # Φ depends on ρ: Newton iterates
     # Matrix-free: GMRES on Jacobian-vector products instead of the dense LU.
     krylov = mfpde.solve(mfpde.StationaryProblem(flow, data, init), GibbsFixedPoint(grid, dense_cells=0)).dataset
     np.testing.assert_allclose(krylov.density, dense.density, rtol=1e-8, atol=1e-12)
@@ -105,7 +105,7 @@ def test_small_temperatures_fall_back_to_a_trust_region(temperature):
     # Φ[m] varies by hundreds of τ over the box: Newton from G(m₀) may diverge, and Dogleg then finds the root.
     flow, data, init, grid = _gridded_two_layer(temperature)
     ds = mfpde.solve(mfpde.StationaryProblem(flow, data, init), GibbsFixedPoint(grid)).dataset
-    assert int(ds.result) == 0 and ds.attrs["root_finder"] in ("Newton", "Newton, then Dogleg")
+    assert int(ds.result) == 0 and ds.attrs["solver"] in ("Newton", "Newton, then Dogleg")
     assert float(ds.residual) < 1e-12 and float(ds.flux_residual) < 1e-9
     _assert_self_consistent(ds.density.values * grid.cell_volume, data, grid, temperature)
 
