@@ -102,10 +102,11 @@ def _assert_self_consistent(masses, data, grid, tau):
 
 @pytest.mark.parametrize("temperature", [0.03, 0.003])
 def test_small_temperatures_fall_back_to_a_trust_region(temperature):
-    # Φ[m] varies by hundreds of τ over the box: Newton from G(m₀) may diverge, and Dogleg then finds the root.
+    # Φ[m] varies by hundreds of τ over the box: Newton from G(m₀) fails at both temperatures (it spends its 256
+    # steps: 269 and 328 steps in all were measured), and Dogleg then finds the root, checked by hand below.
     flow, data, init, grid = _gridded_two_layer(temperature)
     ds = mfpde.solve(mfpde.StationaryProblem(flow, data, init), GibbsFixedPoint(grid)).dataset
-    assert int(ds.result) == 0 and ds.attrs["solver"] in ("Newton", "Newton, then Dogleg")
+    assert int(ds.result) == 0 and ds.attrs["solver"] == "Newton, then Dogleg"
     assert float(ds.residual) < 1e-12 and float(ds.flux_residual) < 1e-9
     _assert_self_consistent(ds.density.values * grid.cell_volume, data, grid, temperature)
 
