@@ -22,6 +22,17 @@ def test_demo_writes_netcdf_plot_and_summary(tmp_path, capsys):
     ds = mfpde.load(out).dataset
     assert ds.sizes["particle"] == 64 and ds.loss[-1] < ds.loss[0]
     xr.testing.assert_identical(ds, xr.load_dataset(out, decode_times=False))  # mean-field time, not dates
+    # The file read by netCDF4 itself: its loss at every time is ½ mean_i (f(x_i) − y_i)² of its own particles,
+    # f = (1/N) Σ_j u_j tanh(w_j·x), on the demo's data (teacher, seed 0), in float64.
+    import netCDF4
+
+    with netCDF4.Dataset(out) as nc:
+        theta, loss = np.asarray(nc["theta"][:]), np.asarray(nc["loss"][:])
+        assert nc["theta"].dimensions == ("time", "particle", "param") and nc["loss"].dtype == np.float64
+    data = mfpde.datasets.teacher(0, n=32, d=2, activation="tanh", noise=0.01, n_test=1000)
+    X, y = np.asarray(data.X), np.asarray(data.y)[:, 0]
+    f = np.einsum("tj,tij->ti", theta[:, :, 0], np.tanh(np.einsum("id,tjd->tij", X, theta[:, :, 1:3]))) / 64
+    np.testing.assert_allclose(loss, 0.5 * np.mean((f - y) ** 2, axis=1), rtol=1e-10)
 
 
 CONFIG = """
