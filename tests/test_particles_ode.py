@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.integrate
+import scipy.special
 
 import mfpde
 from solvers import Particles
@@ -158,9 +159,26 @@ def test_logistic_loss_and_multiple_outputs():
     X = rng.normal(size=(40, 2))
     y = np.sign(np.column_stack([X[:, 0], X[:, 1] - X[:, 0]]))
     prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(loss="logistic"), mfpde.Dataset(X, y), mfpde.measures.Gaussian(), (0, 5.0))
-    ds = mfpde.solve(prob, Particles(n=32), saveat=[0.0, 5.0]).dataset
-    assert ds.sizes["output"] == 2 and list(ds.param.values[:2]) == ["u_0", "u_1"]
-    assert ds.loss.values[1] < ds.loss.values[0]
+    ds = mfpde.solve(prob, Particles(n=32, method="scan", dt=0.1, save_particles=True), saveat=[0.0, 5.0]).dataset
+    assert ds.sizes["output"] == 2 and list(ds.param.values[:4]) == ["u_0", "u_1", "w_0", "w_1"]
+    # Against 50 steps of gradient descent on ℓ = Σ_c log(1 + e^{−y_c f_c}), f = (1/N) Σ_j u_j tanh(w_j·x), written
+    # out by hand: ∂ℓ/∂f_c = −y_c / (1 + e^{y_c f_c}).
+    theta = ds.theta.values[0]
+
+    def loss_and_velocity(theta):
+        u, w = theta[:, :2], theta[:, 2:]
+        h = np.tanh(X @ w.T)  # (n, N)
+        f = h @ u / len(u)
+        g = -y * scipy.special.expit(-y * f) / len(X)  # (n, k): ∂(mean loss)/∂f
+        v_u = -h.T @ g
+        v_w = -((g @ u.T) * (1 - h**2)).T @ X
+        return np.mean(np.sum(np.logaddexp(0.0, -y * f), axis=1)), np.column_stack([v_u, v_w])
+
+    loss0 = loss_and_velocity(theta)[0]
+    for _ in range(50):
+        theta = theta + 0.1 * loss_and_velocity(theta)[1]
+    np.testing.assert_allclose(ds.theta.values[1], theta, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ds.loss.values, [loss0, loss_and_velocity(theta)[0]], rtol=1e-10)
 
 
 def test_moments_are_those_of_the_empirical_measure():
