@@ -302,7 +302,7 @@ def time_to_accuracy(args) -> dict:
 
     def solve(rtol, flow_name="Multilayer", **options):
         prob = mfpde.FlowProblem(make_flow(flow_name), data, init, (0.0, t1))
-        ds = mfpde.solve(prob, Units(widths=(m, m), save_state=True), saveat=[0.0, t1], key=SOLVE_KEY, rtol=rtol,
+        ds = mfpde.solve(prob, Units(n=(m, m), save_state=True), saveat=[0.0, t1], key=SOLVE_KEY, rtol=rtol,
                          atol=rtol / 100, **options).dataset
         return {"w0": tuple(ds[name].values[0] for name in ("w1", "w2", "w3")),
                 "w": tuple(ds[name].values[-1] for name in ("w1", "w2", "w3")),
@@ -469,7 +469,7 @@ def memory_child(args):
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.IIDLayers(**INIT), (0.0, args.memory_t1))
     shapes = flow.shapes((m, m), data)
     before, hwm_before = peak_rss_mib(), high_water_mib()
-    ds = mfpde.solve(prob, Units(widths=(m, m), save_state=True), saveat=[args.memory_t1], key=SOLVE_KEY).dataset
+    ds = mfpde.solve(prob, Units(n=(m, m), save_state=True), saveat=[args.memory_t1], key=SOLVE_KEY).dataset
     peak, hwm = peak_rss_mib(), high_water_mib()
     state_mib = sum(math.prod(s) for s in shapes.values()) * ds["w2"].dtype.itemsize / 2**20
     print(json.dumps({"flow": args.memory_child, "width": m, "before": before, "peak": peak, "hwm_before": hwm_before,
@@ -705,7 +705,7 @@ def render(r):
         lines.append("")
 
     # -- 3. memory --
-    lines.append(f"**3. Memory**, m = {a.memory_width}: one default solve (`Units(widths=(m, m), save_state=True)`, "
+    lines.append(f"**3. Memory**, m = {a.memory_width}: one default solve (`Units(n=(m, m), save_state=True)`, "
                  f"saveat = [t1], t ∈ [0, {a.memory_t1:g}]) in a fresh child process per flow, started before the "
                  f"other measurements while this process's own peak was {r['parent_rss']:.0f} MiB (a child's "
                  f"`ru_maxrss` starts from its parent's peak: Linux keeps it through fork and exec). Peak resident "

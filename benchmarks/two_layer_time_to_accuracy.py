@@ -159,7 +159,7 @@ def main(argv=None):
     sampled = {g: np.asarray(a) for g, a in sampled.items()}
     theta0 = jnp.asarray(np.concatenate([sampled["u"], sampled["w"]], axis=1))  # (N, 1 + d), columns u | w
     prob = mfpde.FlowProblem(flow, data, init=mfpde.measures.Particles(u=sampled["u"], w=sampled["w"]), tspan=(0.0, t1))
-    algorithm = Particles(save_particles=True)
+    algorithm = Particles(save_state=True)
     saveat = jnp.array([t1])
 
     def mfpde_solve(rtol, atol, **options):

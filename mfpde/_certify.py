@@ -25,7 +25,7 @@ def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | 
 
     **Arguments:**
 
-    - `sol`: a solution of a `flows.TwoLayer` problem with τ = 0 by `solvers.Particles(..., save_particles=True)`,
+    - `sol`: a solution of a `flows.TwoLayer` problem with τ = 0 by `solvers.Particles(..., save_state=True)`,
       or of a feature flow (`flows.FeatureDNN`, `flows.FeatureResNet`) with `penalty="convex"` by
       `solvers.Units(..., save_state=True)`.
     - `convex`: the convex algorithm, e.g. `solvers.Convex()`.
@@ -79,7 +79,7 @@ def _two_layer(sol, problem, time):
         raise ValueError("`sol` must be a τ = 0 flow: the particles' free energy uses a continuous entropy, which the "
                          "convex program on a finite support does not have.")
     if "theta" not in sol.dataset:
-        raise ValueError("`sol` holds no particles: solve with solvers.Particles(..., save_particles=True).")
+        raise ValueError("`sol` holds no particles: solve with solvers.Particles(..., save_state=True).")
     theta = _at_time(sol.dataset.theta, time)
     t = float(theta.time)
     positions = jnp.asarray(theta.values)

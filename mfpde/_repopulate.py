@@ -99,7 +99,7 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
 
     **Arguments:**
 
-    - `sol`: a `Solution` of a `flows.TwoLayer` problem by `solvers.Particles(..., save_particles=True)`.
+    - `sol`: a `Solution` of a `flows.TwoLayer` problem by `solvers.Particles(..., save_state=True)`.
     - `m`: the number of features, or a sequence of them.
     - `how`: "uniform", "importance", or both.
     - `source`: "learned", "initial", or both.
@@ -119,7 +119,7 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
                          "problem= for a solution loaded from a file.")
     ds = sol.dataset
     if "theta" not in ds:
-        raise ValueError("`sol` holds no particles: solve with solvers.Particles(..., save_particles=True).")
+        raise ValueError("`sol` holds no particles: solve with solvers.Particles(..., save_state=True).")
     ms = tuple(int(v) for v in _as_tuple(m, "m"))
     if any(v < 1 for v in ms):
         raise ValueError(f"`m` must be positive integers, got {ms}.")

@@ -17,7 +17,7 @@ def save_times(saveat, tspan) -> np.ndarray:
                              "`SaveAt(ts=...)`: every observable is saved at all of them.")
         if sub.fn is not diffrax.SaveAt(t1=True).subs.fn:  # diffrax's default, saving y
             raise ValueError("`saveat`: `fn` is not supported; the algorithm saves its observables (loss, risk, "
-                             "moments, ...; the state with `save_particles`/`save_state`) at `ts`.")
+                             "moments, ...; the state with `save_state`) at `ts`.")
         if sub.steps or saveat.dense:
             raise ValueError("`saveat`: saving every step or a dense solution is not supported; give times (`SaveAt(ts=...)`).")
         if saveat.solver_state or saveat.controller_state or saveat.made_jump:

@@ -179,7 +179,7 @@ class Solution:
 
     def plot(self, coords: tuple[str, ...] | str | None = None, times=None, color: str | None = None,
              max_paths: int = 200):
-        """Loss curves over time, beside the measure: when the particles were saved (`save_particles=True`), the
+        """Loss curves over time, beside the measure: when the particles were saved (`save_state=True`), the
         neurons in the plane of two coordinates (their paths, the initial cloud in grey and the cloud at the last of
         `times`) or, for one coordinate, its histogram at `times`; for a grid solution (`density`), the density over
         two gridded coordinates at the last of `times`, or over one at `times`, the others integrated out. Every axis
@@ -205,7 +205,7 @@ class Solution:
         measure = "theta" if "theta" in ds else "density" if "density" in ds else None
         if measure is None and (coords is not None or color is not None):
             raise ValueError(f"`{'coords' if coords is not None else 'color'}`: this solution holds no particles "
-                             "(solve with save_particles=True) and no density to plot them from.")
+                             "(solve with save_state=True) and no density to plot them from.")
         if measure == "density" and color is not None:
             raise ValueError("`color`: colours the cloud of particles; a grid solution has a density instead.")
         curves = [name for name in ("loss", "test_loss", "risk") if name in ds and ds[name].dims == ("time",)]

@@ -279,7 +279,7 @@ def _demo(args) -> int:
     data = mfpde.datasets.teacher(args.seed, n=args.samples, d=args.dim, activation="tanh", noise=0.01, n_test=1000)
     flow = mfpde.flows.TwoLayer(activation="tanh", l2=1e-4, temperature=args.temperature)
     prob = mfpde.FlowProblem(flow, data, init=mfpde.measures.Gaussian(std=1.0), tspan=(0.0, args.t1))
-    sol = _solve(args, prob, algorithm("Particles")(n=args.particles, save_particles=True), saveat=jnp.linspace(0.0, args.t1, 101),
+    sol = _solve(args, prob, algorithm("Particles")(n=args.particles, save_state=True), saveat=jnp.linspace(0.0, args.t1, 101),
                  key=args.seed, progress_meter=not args.quiet)
     sol.plot(color="u").savefig(out.with_suffix(".png"), dpi=120)  # w_0, w_1 (u, w for d = 1)
     print(f"  plot         {out.with_suffix('.png')}")

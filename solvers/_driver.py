@@ -19,6 +19,10 @@ from ._batches import run_ensemble
 from ._integrate import implicit_solver, integrate_adaptive, integrate_scan, probe_velocity
 from ._tolerances import tolerance
 
+MAX_STEPS = 100_000
+"""The default `max_steps` of every integration (`Particles`, `Units`, `Grid`): a budget that stops a run whose steps
+collapse, far above what a converging run takes (a few thousand adaptive steps in benchmarks/RESULTS.md)."""
+
 
 def check_counts(**counts) -> None:
     """Refuse a count (`max_steps`, `batch_size`, …) that is not a positive integer, naming it."""

@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -7,14 +9,15 @@ import scipy.optimize
 import scipy.special
 
 import mfpde
-from mfpde.extend import Timer, make_dataset, warn_or_raise
+from mfpde.extend import make_dataset
 
-from ._integrate import as_key
+from ._driver import check_counts
+from ._stationary import AbstractStationaryAlgorithm, AbstractStationarySystem, solve_stationary
 from ._tolerances import tolerance
 from .particles import _initial_state
 
 
-class Convex(mfpde.AbstractAlgorithm):
+class Convex(AbstractStationaryAlgorithm):
     r"""The convex reformulation (docs/algorithms/convex.md) of a two-layer flow's energy on a finite support of candidate
     features θ_1..θ_A (their first-layer coordinates w_a, b_a), drawn from `problem.init`: a flow's own particles
     (`measures.Particles`) or random features. With densities p on the simplex Δ_A and ŵ_a = p_a u_a:
@@ -64,6 +67,8 @@ class Convex(mfpde.AbstractAlgorithm):
       or one per hidden layer (default 0). A two-layer flow's entropy weight is its own `temperature`.
     """
 
+    solver_kinds: ClassVar[tuple[type, ...]] = (optx.AbstractMinimiser,)
+    default_max_steps: ClassVar[int] = 2_000
     n: int | tuple[int, ...] | None = eqx.field(static=True, default=None)
     entropy: float | tuple[float, ...] = eqx.field(static=True, default=0.0)
 
@@ -77,7 +82,7 @@ class Convex(mfpde.AbstractAlgorithm):
             raise ValueError(f"`entropy` of Convex must be a finite number ≥ 0 or one per hidden layer, got {self.entropy!r}.")
 
     def solve(self, problem: mfpde.StationaryProblem, *, solver=None, rtol=None, atol=None, gap_rtol=None,
-              max_steps: int = 2_000, rounds: int = 20, key=0, throw: bool = False) -> mfpde.Solution:
+              max_steps: int | None = None, rounds: int = 20, key=0, throw: bool = False) -> mfpde.Solution:
         """Solve the convex program of `problem` (an `mfpde.StationaryProblem` with a `flows.TwoLayer` flow) on A
         candidates from `problem.init`.
 
@@ -88,7 +93,7 @@ class Convex(mfpde.AbstractAlgorithm):
         - `rtol`, `atol`: tolerances of the default solver (default 1e-10 in float64, 1e-6 in float32).
         - `gap_rtol`: the target duality gap relative to the objective (default 1e-7 in float64, 1e-4 in float32;
           the minimiser's own tolerance usually takes it far below).
-        - `max_steps`: the iteration budget of each round of the minimiser.
+        - `max_steps`: the iteration budget of each round of the minimiser (default 2 000).
         - `rounds`: rounds of minimiser + Frank–Wolfe restart at most; when the gap is still above target the last
           iterate is returned, certified by its gap, with result `nonlinear_max_steps_reached`.
         - `key`: integer seed or PRNG key for drawing the candidates.
@@ -101,8 +106,13 @@ class Convex(mfpde.AbstractAlgorithm):
         feature flow's adds `layer_mass` (layer, unit), the `middle_weight` (link, source, unit) that produce each
         unit from the layer below, their `representation_cost` (layer, unit), and `layer_entropy` (layer).
         """
-        if not isinstance(problem, mfpde.StationaryProblem):
-            raise TypeError(f"`problem` of Convex must be an mfpde.StationaryProblem, got {type(problem).__name__}.")
+        check_counts(rounds=rounds)
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+        gap_rtol = tolerance(gap_rtol, 1e-7 if dtype == jnp.float64 else 1e-4, "gap_rtol", dtype)
+        return solve_stationary(self, problem, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, key=key,
+                                throw=throw, gap_rtol=gap_rtol, rounds=rounds)
+
+    def check(self, problem):
         flow, data = problem.flow, problem.data
         if not isinstance(flow, (mfpde.flows.TwoLayer, mfpde.flows.AbstractFeatureFlow)):
             raise TypeError(f"`flow` of a Convex problem must be a flows.TwoLayer or a feature flow (flows.FeatureDNN, "
@@ -112,30 +122,29 @@ class Convex(mfpde.AbstractAlgorithm):
                             f"{type(data).__name__}; for a Population, solve on a sample of it: `population.sample(key, n)`.")
         if flow.loss != "squared":
             raise ValueError(f"`loss` of the flow must be 'squared' for Convex (closed-form inner problem), got {flow.loss!r}.")
-        if not isinstance(solver, (type(None), optx.AbstractMinimiser)):
-            raise TypeError(f"`solver` of Convex must be an optimistix minimiser, got {type(solver).__name__}.")
-        for name, value in (("max_steps", max_steps), ("rounds", rounds)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+
+    def default_tolerances(self, problem, dtype):
         tol = 1e-10 if dtype == jnp.float64 else 1e-6
-        rtol, atol = tolerance(rtol, tol, "rtol", dtype), tolerance(atol, tol, "atol", dtype)
-        if solver is None:
-            solver = optx.BFGS(rtol=rtol, atol=atol)
-        gap_rtol = tolerance(gap_rtol, 1e-7 if dtype == jnp.float64 else 1e-4, "gap_rtol", dtype)
-        key, _ = as_key(key)
-        build = _two_layer_program if isinstance(flow, mfpde.flows.TwoLayer) else _feature_flow_program
-        with Timer() as timer:
-            Phi, cost, lam, tau, extra, coords = build(self, problem, key, dtype)
-            usable = np.isfinite(cost)
-            observed, stats = jax.device_get(_simplex_program(
-                jnp.asarray(Phi[:, usable]), data.y, jnp.asarray(cost[usable]), lam, jnp.asarray(tau, dtype), solver,
-                float(tau) > 0, max_steps, rounds, gap_rtol, jnp.asarray(tol, dtype)))
+        return tol, tol
+
+    def default_solvers(self, problem, rtol, atol):
+        return (optx.BFGS(rtol=rtol, atol=atol),)
+
+    def discretise(self, problem, key, dtype, *, gap_rtol, rounds):
+        build = _two_layer_program if isinstance(problem.flow, mfpde.flows.TwoLayer) else _feature_flow_program
+        Phi, cost, lam, tau, extra, coords = build(self, problem, key, dtype)
+        usable = np.isfinite(cost)
+        polish_tol = jnp.asarray(self.default_tolerances(problem, dtype)[0], dtype)
+        program = _SimplexProgram(jnp.asarray(Phi[:, usable]), problem.data.y, jnp.asarray(cost[usable]), lam,
+                                  jnp.asarray(tau, dtype), gap_rtol, polish_tol, float(tau) > 0, rounds)
+        return program, (usable, extra, coords, gap_rtol)
+
+    def layout(self, problem, context, observed, stats, timer, attrs):
+        usable, extra, coords, gap_rtol = context
         observed = _scatter(observed, usable)
         observed |= extra(observed)
-        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer, coords,
-                           {"rtol": rtol, "atol": atol, "gap_rtol": gap_rtol})
-        return warn_or_raise(mfpde.Solution(dataset, problem), throw, "convex solve")
+        return _dataset(problem, self, problem.flow, problem.data, observed, stats, timer, coords,
+                        attrs | {"gap_rtol": gap_rtol})
 
 
 def _two_layer_program(algorithm, problem, key, dtype):
@@ -282,9 +291,26 @@ def _entropy(p):
     return jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
 
 
-@eqx.filter_jit
+class _SimplexProgram(AbstractStationarySystem):
+    """min over p ∈ Δ of G(p) + τ Σ p log p (the `Convex` docstring), certified."""
+
+    Phi: jax.Array
+    Y: jax.Array
+    cost: jax.Array
+    lam: jax.Array
+    tau: jax.Array
+    gap_rtol: jax.Array
+    polish_tol: jax.Array
+    noisy: bool = eqx.field(static=True)
+    rounds: int = eqx.field(static=True)
+
+    def find(self, solver, max_steps):
+        return _simplex_program(self.Phi, self.Y, self.cost, self.lam, self.tau, solver, self.noisy, max_steps,
+                                self.rounds, self.gap_rtol, self.polish_tol)
+
+
 def _simplex_program(Phi, Y, cost, lam, tau, solver, noisy: bool, max_steps, rounds, gap_rtol, polish_tol):
-    """min over p ∈ Δ of G(p) + τ Σ p log p (class docstring), certified; the per-candidate and scalar results."""
+    """The per-candidate and scalar results of the program, with its certificate."""
     A, n = Phi.shape[1], Phi.shape[0]
 
     def simplex(z):
@@ -386,7 +412,7 @@ _DESCRIPTIONS = {
 }
 
 
-def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, coords, tolerances):
+def _dataset(problem, algorithm, flow, data, observed, stats, timer, coords, attrs):
     variables = {name: (_DESCRIPTIONS[name][0], np.asarray(values), _DESCRIPTIONS[name][1]) for name, values in observed.items()}
     A = observed["mass"].shape[0]
     coords = coords | {
@@ -396,5 +422,5 @@ def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, coo
     }
     stats = {k: np.asarray(v) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs={"solver": type(solver).__name__, **tolerances},
+                        timing=timer, attrs=attrs,
                         title=f"convex program of a {type(flow).__name__} flow on {A} candidate features")

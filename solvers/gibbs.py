@@ -1,4 +1,7 @@
+import math
 import warnings
+
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -8,14 +11,15 @@ import numpy as np
 import optimistix as optx
 
 import mfpde
-from mfpde.extend import Timer, is_concrete, warn_or_raise
+from mfpde.extend import is_concrete
 
 from ._grid_ops import sg_rate
-from ._tolerances import tolerance
+from ._stationary import (AbstractStationaryAlgorithm, AbstractStationarySystem, check_measure_flow,
+                          solve_stationary)
 from .grid import Grid, _dataset, _GridSystem
 
 
-class GibbsFixedPoint(mfpde.AbstractAlgorithm):
+class GibbsFixedPoint(AbstractStationaryAlgorithm):
     """The self-consistent Gibbs state of a flow with temperature τ > 0 on a grid: the masses m with
 
         m_k = exp(−Φ_k[m]/τ) / Σ_l exp(−Φ_l[m]/τ),   Φ_k = ∂R/∂m_k,
@@ -56,8 +60,11 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         if isinstance(self.dense_cells, bool) or not isinstance(self.dense_cells, int) or self.dense_cells < 0:
             raise ValueError(f"`dense_cells` of GibbsFixedPoint must be a non-negative integer, got {self.dense_cells!r}.")
 
+    solver_kinds: ClassVar[tuple[type, ...]] = (optx.AbstractRootFinder, optx.AbstractLeastSquaresSolver)
+    default_max_steps: ClassVar[int] = 256
+
     def solve(self, problem: mfpde.StationaryProblem, *, solver=None, rtol: float | None = None,
-              atol: float | None = None, max_steps: int = 256, key=0, throw: bool = False) -> mfpde.Solution:
+              atol: float | None = None, max_steps: int | None = None, key=0, throw: bool = False) -> mfpde.Solution:
         """Find the Gibbs state of `problem` (see the class docstring for the method).
 
         **Arguments:**
@@ -67,8 +74,8 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
           `optx.Newton(rtol, atol)`, then `optx.Dogleg(rtol, atol)` if Newton fails).
         - `rtol`, `atol`: tolerances of the default root finders on the masses (default 1e-10 and 1e-10/cells;
           1e-5 and 1e-5/cells in float32).
-        - `max_steps`: the iteration budget of each root finder; when it is reached, the last iterate is returned
-          with result `nonlinear_max_steps_reached`.
+        - `max_steps`: the iteration budget of each root finder (default 256; a Newton solve that converges takes at
+          most a dozen); when it is reached, the last iterate is returned with result `nonlinear_max_steps_reached`.
         - `key`: as for `Grid.solve` (only to estimate how much initial mass falls outside the box).
         - `throw`: raise `mfpde.IntegrationError` (carrying the last iterate) instead of warning on failure.
 
@@ -79,68 +86,55 @@ class GibbsFixedPoint(mfpde.AbstractAlgorithm):
         mass of the cells next to a wall (not periodic). Above the grid's `max_outside` it warns: the box cuts off the
         Gibbs state, and the masses are those of the flow confined to the box.
         """
-        if not isinstance(problem, mfpde.StationaryProblem):
-            raise TypeError(f"`problem` of GibbsFixedPoint must be an mfpde.StationaryProblem, got {type(problem).__name__}.")
-        if not isinstance(problem.flow, mfpde.flows.AbstractFlow):
-            raise TypeError(f"`flow` of a GibbsFixedPoint problem must be a flow on measures (flows.AbstractFlow), got "
-                            f"{type(problem.flow).__name__}; a feature flow's convex program is solvers.Convex.")
+        return solve_stationary(self, problem, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, key=key,
+                                throw=throw)
+
+    def check(self, problem):
+        check_measure_flow(problem, self)
         tau = problem.flow.temperature
         if is_concrete(tau) and not float(tau) > 0:
             raise ValueError(
                 f"`temperature` must be > 0 for a Gibbs fixed point, got {float(tau)}; for τ = 0 find particle "
                 f"stationary points with solvers.ParticleStationary."
             )
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
-        if not isinstance(solver, (type(None), optx.AbstractRootFinder, optx.AbstractLeastSquaresSolver)):
-            raise TypeError(f"`solver` of GibbsFixedPoint must be an optimistix root finder or least-squares solver, got "
-                            f"{type(solver).__name__}.")
-        grid, flow, data = self.grid, problem.flow, problem.data
-        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+
+    def default_tolerances(self, problem, dtype):
+        tol = 1e-10 if dtype == jnp.float64 else 1e-5
+        return tol, tol / math.prod(self.grid.cells)
+
+    def default_solvers(self, problem, rtol, atol):
+        dense = math.prod(self.grid.cells) <= self.dense_cells
+        linear_solver = (lx.AutoLinearSolver(well_posed=True) if dense
+                         else lx.GMRES(rtol=1e-3 * rtol, atol=1e-3 * atol, restart=100))
+        return (optx.Newton(rtol=rtol, atol=atol, linear_solver=linear_solver),
+                optx.Dogleg(rtol=rtol, atol=atol, linear_solver=linear_solver))
+
+    def discretise(self, problem, key, dtype):
+        grid = self.grid
         axes, index, theta, m0, outside, how = grid.discretise(problem, key)
-        system = _GridSystem(flow, data, jnp.asarray(theta, dtype), grid.cells, grid.spacing, grid.periodic,
-                             grid.cell_volume, grid.chunk_size, grid.save_density, tuple(index))
-        default_tol = 1e-10 if dtype == jnp.float64 else 1e-5
-        rtol = tolerance(rtol, default_tol, "rtol", dtype)
-        atol = tolerance(atol, default_tol / m0.size, "atol", dtype)
-        if solver is None:
-            dense = m0.size <= self.dense_cells
-            linear_solver = (lx.AutoLinearSolver(well_posed=True) if dense
-                             else lx.GMRES(rtol=1e-3 * rtol, atol=1e-3 * atol, restart=100))
-            finders = (optx.Newton(rtol=rtol, atol=atol, linear_solver=linear_solver),
-                       optx.Dogleg(rtol=rtol, atol=atol, linear_solver=linear_solver))
-        else:
-            finders = (solver,)
-        steps, tried = 0, []
-        with Timer() as timer:
-            for finder in finders:
-                tried.append(type(finder).__name__)
-                out = jax.device_get(_find(system, jnp.asarray(m0, dtype), finder, max_steps))
-                steps += int(out[1]["num_steps"])
-                if int(out[1]["result"]) == 0:
-                    break
-        out[1]["num_steps"] = steps
-        observed, stats, residual, flux_residual, on_walls = out
-        on_walls = float(on_walls)
+        system = _GridSystem(problem.flow, problem.data, jnp.asarray(theta, dtype), grid.cells, grid.spacing,
+                             grid.periodic, grid.cell_volume, grid.chunk_size, grid.save_state, tuple(index))
+        return _GibbsSystem(system, jnp.asarray(m0, dtype)), (axes, outside, how)
+
+    def layout(self, problem, context, observed, stats, timer, attrs):
+        (axes, outside, how), grid, flow = context, self.grid, problem.flow
+        on_walls = float(observed.pop("mass_on_walls"))
         if on_walls > grid.max_outside:
             warnings.warn(
                 f"GibbsFixedPoint: the cells on the walls of its box hold {on_walls:.2g} of the mass (more than "
                 f"`max_outside` = {grid.max_outside:g} of the Grid): the box cuts the Gibbs state off, and what is "
                 f"returned is the Gibbs state of the flow confined to the box; enlarge `bounds`.",
-                RuntimeWarning, stacklevel=3)
-        observed = dict(observed)
+                RuntimeWarning, stacklevel=5)
         described = {
             "residual": ((), {"long_name": "max_k |m_k − softmax(−Φ[m]/τ)_k| at the last iterate", "units": "1"}),
             "flux_residual": ((), {"long_name": "max_k |dm_k/dt| of the grid dynamics at the returned masses, "
                                                 "relative to max_k m_k", "units": "1"}),
         }
-        observed.update(residual=residual, flux_residual=flux_residual)
-        attrs = {"solver": ", then ".join(tried), "rtol": rtol, "atol": atol, "axes": list(axes), "cell_volume": grid.cell_volume,
-                 "initial_mass_outside": outside, "initial_mass_outside_method": how, "mass_on_walls": on_walls}
+        attrs |= {"axes": list(axes), "cell_volume": grid.cell_volume, "initial_mass_outside": outside,
+                  "initial_mass_outside_method": how, "mass_on_walls": on_walls}
         title = f"{type(flow).__name__} Gibbs state, grid {'×'.join(map(str, grid.cells))}"
-        dataset = _dataset(problem, self, grid, flow, data, axes, grid.nodes(), None, observed, stats, timer, attrs,
-                           title=title, extra=described)
-        return warn_or_raise(mfpde.Solution(dataset, problem), throw, "stationary solve")
+        return _dataset(problem, self, grid, flow, problem.data, axes, grid.nodes(), None, observed, stats, timer, attrs,
+                        title=title, extra=described)
 
 
 def _gibbs_map(system: _GridSystem, m):
@@ -149,16 +143,23 @@ def _gibbs_map(system: _GridSystem, m):
     return jax.nn.softmax(-phi / system.tau)
 
 
-@eqx.filter_jit
-def _find(system: _GridSystem, m0, root_finder, max_steps):
-    start = _gibbs_map(system, m0.reshape(-1))
-    sol = optx.root_find(lambda m, _: m - _gibbs_map(system, m), root_finder, start, max_steps=max_steps, throw=False)
-    masses = _gibbs_map(system, sol.value)
-    residual = jnp.max(jnp.abs(sol.value - masses))
-    m = masses.reshape(system.cells)
-    rate = sg_rate(m, system.potential(m), system.tau, system.spacing, system.periodic)
-    stats = {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
-    return system.observe(None, m), stats, residual, jnp.max(jnp.abs(rate)) / jnp.max(m), _wall_mass(m, system.periodic)
+class _GibbsSystem(AbstractStationarySystem):
+    """The residual r(m) = m − G(m) of the grid's masses, from G(m₀)."""
+
+    grid: _GridSystem
+    m0: jax.Array
+
+    def find(self, solver, max_steps):
+        system = self.grid
+        start = _gibbs_map(system, self.m0.reshape(-1))
+        sol = optx.root_find(lambda m, _: m - _gibbs_map(system, m), solver, start, max_steps=max_steps, throw=False)
+        masses = _gibbs_map(system, sol.value)
+        m = masses.reshape(system.cells)
+        rate = sg_rate(m, system.potential(m), system.tau, system.spacing, system.periodic)
+        observed = dict(system.observe(None, m))
+        observed.update(residual=jnp.max(jnp.abs(sol.value - masses)), flux_residual=jnp.max(jnp.abs(rate)) / jnp.max(m),
+                        mass_on_walls=_wall_mass(m, system.periodic))
+        return observed, {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
 
 
 def _wall_mass(m, periodic):

@@ -12,6 +12,7 @@ from jaxtyping import Array, Float
 import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
+from ._driver import MAX_STEPS, check_counts
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
 from ._integrate import NONFINITE_EVENT, as_key, as_progress_meter, implicit_solver, solve_stats
@@ -101,7 +102,7 @@ class Grid(mfpde.AbstractAlgorithm):
       value per coordinate of the group). They must be coordinates the flow does not train (e.g.
       `TwoLayer(train_output=False)`): a grid cannot move mass along a coordinate it does not resolve.
     - `chunk_size`: evaluate the data term of the energy in chunks of this many training points.
-    - `save_density`: save the density at every save time (data variable `density`).
+    - `save_state`: save the density at every save time (data variable `density`).
     - `max_outside`: the largest fraction of the initial mass allowed outside the box (default 1e-6).
     - `stiff_steps`: the explicit step count above which the default integrator goes fully implicit (default 5000).
 
@@ -116,12 +117,12 @@ class Grid(mfpde.AbstractAlgorithm):
     periodic: tuple[bool, ...] = eqx.field(static=True)
     fixed: dict[str, Float[Array, "..."]]
     chunk_size: int | None = eqx.field(static=True)
-    save_density: bool = eqx.field(static=True)
+    save_state: bool = eqx.field(static=True)
     max_outside: float = eqx.field(static=True)
     stiff_steps: int = eqx.field(static=True)
 
     def __init__(self, bounds, cells, axes: Sequence[str] | None = None, periodic=None, fixed: Mapping | None = None,
-                 chunk_size: int | None = None, save_density: bool = True, max_outside: float = 1e-6,
+                 chunk_size: int | None = None, save_state: bool = True, max_outside: float = 1e-6,
                  stiff_steps: int = 5_000):
         self.bounds = _bounds(bounds)
         dims = len(self.bounds)
@@ -147,7 +148,7 @@ class Grid(mfpde.AbstractAlgorithm):
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"`chunk_size` of Grid must be a positive integer, got {chunk_size!r}.")
         self.chunk_size = chunk_size
-        self.save_density = bool(save_density)
+        self.save_state = bool(save_state)
         if not 0 <= max_outside < 1:
             raise ValueError(f"`max_outside` of Grid must lie in [0, 1), got {max_outside!r}.")
         self.max_outside = float(max_outside)
@@ -293,7 +294,7 @@ class Grid(mfpde.AbstractAlgorithm):
         rtol: float | None = None,
         atol: float | None = None,
         dt0: float | None = None,
-        max_steps: int = 100_000,
+        max_steps: int = MAX_STEPS,
         progress_meter: diffrax.AbstractProgressMeter | bool | None = None,
         key=0,
         throw: bool = False,
@@ -310,7 +311,7 @@ class Grid(mfpde.AbstractAlgorithm):
           recompile). Default rtol 1e-6 (1e-4 in float32) and atol = rtol / (number of cells), i.e. relative to the
           mean cell mass.
         - `dt0`: initial step (default: chosen by the controller).
-        - `max_steps`: step budget; reaching it returns what was computed, with result `max_steps_reached`.
+        - `max_steps`: step budget (default 100 000); reaching it returns what was computed, with result `max_steps_reached`.
         - `progress_meter`: a diffrax progress meter, True for `diffrax.TqdmProgressMeter()`, False for none;
           by default a progress bar in a notebook (not under pytest), none elsewhere.
         - `key`: an integer seed or PRNG key, used only to estimate by sampling how much of an initial measure
@@ -321,8 +322,7 @@ class Grid(mfpde.AbstractAlgorithm):
             raise TypeError("Grid solves a single mfpde.FlowProblem; run the points of an EnsembleProblem one by one.")
         if not isinstance(problem, mfpde.FlowProblem):
             raise TypeError(f"`problem` must be an mfpde.FlowProblem, got {type(problem).__name__}.")
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        check_counts(max_steps=max_steps)
         flow, data = problem.flow, problem.data
         ts = save_times(saveat, problem.tspan)
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
@@ -334,7 +334,7 @@ class Grid(mfpde.AbstractAlgorithm):
         atol = tolerance(atol, rtol / n_cells, "atol", dtype)
         progress_meter = as_progress_meter(progress_meter)
         system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
-                             self.cell_volume, self.chunk_size, self.save_density, tuple(index))
+                             self.cell_volume, self.chunk_size, self.save_state, tuple(index))
         attrs = {}
         with Timer() as timer:
             span = float(problem.tspan[1] - problem.tspan[0])
@@ -430,7 +430,7 @@ class _GridSystem(eqx.Module):
     periodic: tuple[bool, ...] = eqx.field(static=True)
     volume: float = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
-    save_density: bool = eqx.field(static=True)
+    save_state: bool = eqx.field(static=True)
     index: tuple[int, ...] = eqx.field(static=True)
 
     @property
@@ -469,7 +469,7 @@ class _GridSystem(eqx.Module):
         centred = gridded - mean
         out["theta_mean"] = mean
         out["theta_cov"] = (centred * flat[:, None]).T @ centred / out["mass"]
-        if self.save_density:
+        if self.save_state:
             out["density"] = m / self.volume
         return out
 

@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -5,14 +7,14 @@ import numpy as np
 import optimistix as optx
 
 import mfpde
-from mfpde.extend import Timer, is_concrete, make_dataset, warn_or_raise
+from mfpde.extend import is_concrete, make_dataset
 
-from ._integrate import as_key
-from ._tolerances import tolerance
+from ._stationary import (AbstractStationaryAlgorithm, AbstractStationarySystem, check_measure_flow,
+                          solve_stationary)
 from .particles import _initial_state
 
 
-class ParticleStationary(mfpde.AbstractAlgorithm):
+class ParticleStationary(AbstractStationaryAlgorithm):
     """A stationary point of a flow with τ = 0 on N particles of mass 1/N: positions θ_j where the mean-field
     velocity v_j = −N ∂R/∂θ_j = −∇_θ Φ_ρ(θ_j) vanishes (Φ_ρ = δR/δρ, the first variation), found from particles drawn from `problem.init`.
 
@@ -41,8 +43,11 @@ class ParticleStationary(mfpde.AbstractAlgorithm):
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
             raise ValueError(f"`chunk_size` of ParticleStationary must be a positive integer, got {self.chunk_size!r}.")
 
+    solver_kinds: ClassVar[tuple[type, ...]] = (optx.AbstractMinimiser, optx.AbstractRootFinder, optx.AbstractLeastSquaresSolver)
+    default_max_steps: ClassVar[int] = 10_000
+
     def solve(self, problem: mfpde.StationaryProblem, *, solver=None, rtol: float | None = None,
-              atol: float | None = None, max_steps: int = 10_000, key=0, throw: bool = False) -> mfpde.Solution:
+              atol: float | None = None, max_steps: int | None = None, key=0, throw: bool = False) -> mfpde.Solution:
         """Find a stationary point of `problem` from N particles of `problem.init`.
 
         **Arguments:**
@@ -52,7 +57,7 @@ class ParticleStationary(mfpde.AbstractAlgorithm):
           `optx.LBFGS(rtol, atol)`).
         - `rtol`, `atol`: tolerances of the default solver (default 1e-8 in float64, 1e-5 in float32: L-BFGS
           then reaches velocities of about 1e-9 on a two-layer flow, near the floor that rounding in R sets).
-        - `max_steps`: the iteration budget; reaching it returns the last iterate with result
+        - `max_steps`: the iteration budget (default 10 000); reaching it returns the last iterate with result
           `nonlinear_max_steps_reached`.
         - `key`: an integer seed or PRNG key for the initial particles.
         - `throw`: raise `mfpde.IntegrationError` (carrying the last iterate) instead of warning on failure.
@@ -61,67 +66,82 @@ class ParticleStationary(mfpde.AbstractAlgorithm):
         stationary point and at the start (`theta_init`), their velocities, the energy R and the flow's observables
         there, `velocity_max` = max_j |v_j| and `velocity_rms` (the gradient norm reached), `num_steps` and `result`.
         """
-        if not isinstance(problem, mfpde.StationaryProblem):
-            raise TypeError(
-                f"`problem` of ParticleStationary must be an mfpde.StationaryProblem, got {type(problem).__name__}."
-            )
-        if not isinstance(problem.flow, mfpde.flows.AbstractFlow):
-            raise TypeError(f"`flow` of a ParticleStationary problem must be a flow on measures (flows.AbstractFlow), got "
-                            f"{type(problem.flow).__name__}; a feature flow's convex program is solvers.Convex.")
+        return solve_stationary(self, problem, solver=solver, rtol=rtol, atol=atol, max_steps=max_steps, key=key,
+                                throw=throw)
+
+    def check(self, problem):
+        check_measure_flow(problem, self)
         tau = problem.flow.temperature
         if is_concrete(tau) and float(tau) != 0:
             raise ValueError(
                 f"`temperature` must be 0 for particle stationary points, got {float(tau)}: with noise the particles "
                 f"never stop; find the Gibbs state with solvers.GibbsFixedPoint (on a grid) or run a long noisy flow."
             )
-        if not isinstance(solver, (type(None), optx.AbstractMinimiser, optx.AbstractRootFinder,
-                                   optx.AbstractLeastSquaresSolver)):
-            raise TypeError(f"`solver` must be an optimistix minimiser, root finder or least-squares solver, got "
-                            f"{type(solver).__name__}.")
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
-        flow, data = problem.flow, problem.data
-        groups = flow.groups(data)
-        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+
+    def default_tolerances(self, problem, dtype):
         tol = 1e-8 if dtype == jnp.float64 else 1e-5
-        rtol, atol = tolerance(rtol, tol, "rtol", dtype), tolerance(atol, tol, "atol", dtype)
-        if solver is None:
-            solver = optx.LBFGS(rtol=rtol, atol=atol)
-        key, _ = as_key(key)
+        return tol, tol
+
+    def default_solvers(self, problem, rtol, atol):
+        return (optx.LBFGS(rtol=rtol, atol=atol),)
+
+    def discretise(self, problem, key, dtype):
+        groups = problem.flow.groups(problem.data)
         theta0 = _initial_state(problem.init, key, self.n, groups).reshape(self.n, -1).astype(dtype)
-        with Timer() as timer:
-            out = jax.device_get(_find(flow, data, theta0, solver, max_steps, self.chunk_size))
-        observed, stats = out
-        dataset = _dataset(problem, self, solver, flow, data, observed, stats, timer, rtol, atol)
-        return warn_or_raise(mfpde.Solution(dataset, problem), throw, "stationary solve")
+        return _ParticleSystem(problem.flow, problem.data, theta0, self.chunk_size), None
+
+    def layout(self, problem, context, observed, stats, timer, attrs):
+        flow, data = problem.flow, problem.data
+        described = {**_DESCRIPTIONS, **flow.describe(data)}
+        variables = {name: (described[name][0], np.asarray(values), described[name][1])
+                     for name, values in observed.items()}
+        coords = {
+            "particle": (("particle",), np.arange(self.n), {"long_name": "particle index"}),
+            "param": (("param",), np.array(flow.coordinates(data), dtype=object), {"long_name": "coordinate of θ"}),
+        }
+        if data is not None and "prediction" in observed:
+            coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
+            coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
+        return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=self,
+                            stats={k: np.asarray(v) for k, v in stats.items()}, timing=timer, attrs=attrs,
+                            title=f"{type(flow).__name__} stationary point, {self.n} particles")
 
 
-@eqx.filter_jit
-def _find(flow, data, theta0, solver, max_steps, chunk_size):
-    n = theta0.shape[0]
-    masses = jnp.full((n,), 1.0 / n, theta0.dtype)
-    mask = jnp.asarray(flow.trainable(data))
+class _ParticleSystem(AbstractStationarySystem):
+    """N particles of mass 1/N from θ₀; coordinates the flow keeps fixed stay at their θ₀."""
 
-    def positions(y):
-        return jnp.where(mask, y, theta0)
+    flow: mfpde.flows.AbstractFlow
+    data: object
+    theta0: jax.Array
+    chunk_size: int | None = eqx.field(static=True)
 
-    def velocity(y):
-        return flow.velocity(0.0, positions(y), masses, data, chunk_size=chunk_size)
+    def find(self, solver, max_steps):
+        flow, data, theta0, chunk_size = self.flow, self.data, self.theta0, self.chunk_size
+        n = theta0.shape[0]
+        masses = jnp.full((n,), 1.0 / n, theta0.dtype)
+        mask = jnp.asarray(flow.trainable(data))
 
-    if isinstance(solver, optx.AbstractMinimiser):
-        sol = optx.minimise(lambda y, _: flow.energy(positions(y), masses, data, chunk_size=chunk_size), solver,
-                            theta0, max_steps=max_steps, throw=False)
-    else:
-        # Fixed coordinates get the residual y − θ₀, which keeps the Jacobian non-singular.
-        sol = optx.root_find(lambda y, _: jnp.where(mask, velocity(y), y - theta0), solver, theta0,
-                             max_steps=max_steps, throw=False)
-    theta = positions(sol.value)
-    v = velocity(theta)
-    speed = jnp.linalg.norm(v, axis=1)
-    observed = dict(flow.observables(theta, masses, data, chunk_size=chunk_size))
-    observed.update(theta=theta, theta_init=theta0, velocity=v, energy=flow.energy(theta, masses, data, chunk_size=chunk_size),
-                    velocity_max=jnp.max(speed), velocity_rms=jnp.sqrt(jnp.mean(speed**2)))
-    return observed, {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
+        def positions(y):
+            return jnp.where(mask, y, theta0)
+
+        def velocity(y):
+            return flow.velocity(0.0, positions(y), masses, data, chunk_size=chunk_size)
+
+        if isinstance(solver, optx.AbstractMinimiser):
+            sol = optx.minimise(lambda y, _: flow.energy(positions(y), masses, data, chunk_size=chunk_size), solver,
+                                theta0, max_steps=max_steps, throw=False)
+        else:
+            # Fixed coordinates get the residual y − θ₀, which keeps the Jacobian non-singular.
+            sol = optx.root_find(lambda y, _: jnp.where(mask, velocity(y), y - theta0), solver, theta0,
+                                 max_steps=max_steps, throw=False)
+        theta = positions(sol.value)
+        v = velocity(theta)
+        speed = jnp.linalg.norm(v, axis=1)
+        observed = dict(flow.observables(theta, masses, data, chunk_size=chunk_size))
+        observed.update(theta=theta, theta_init=theta0, velocity=v,
+                        energy=flow.energy(theta, masses, data, chunk_size=chunk_size),
+                        velocity_max=jnp.max(speed), velocity_rms=jnp.sqrt(jnp.mean(speed**2)))
+        return observed, {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
 
 
 _DESCRIPTIONS = {
@@ -133,20 +153,3 @@ _DESCRIPTIONS = {
     "velocity_max": ((), {"long_name": "max_j |v_j|: the velocity (gradient) norm reached", "units": "1"}),
     "velocity_rms": ((), {"long_name": "root mean square of |v_j| over particles", "units": "1"}),
 }
-
-
-def _dataset(problem, algorithm, solver, flow, data, observed, stats, timer, rtol, atol):
-    described = {**_DESCRIPTIONS, **flow.describe(data)}
-    variables = {name: (described[name][0], np.asarray(values), described[name][1]) for name, values in observed.items()}
-    names = np.array(flow.coordinates(data), dtype=object)
-    coords = {
-        "particle": (("particle",), np.arange(algorithm.n), {"long_name": "particle index"}),
-        "param": (("param",), names, {"long_name": "coordinate of θ"}),
-    }
-    if data is not None and "prediction" in observed:
-        coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
-        coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
-    stats = {k: np.asarray(v) for k, v in stats.items()}
-    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs={"solver": type(solver).__name__, "rtol": rtol, "atol": atol},
-                        title=f"{type(flow).__name__} stationary point, {algorithm.n} particles")

@@ -14,7 +14,7 @@ import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
 from ._batches import error_norm, merge_points, sweep_variables
-from ._driver import check_counts, integrator, restart_options, run
+from ._driver import MAX_STEPS, check_counts, integrator, restart_options, run
 from ._entropy import knn_entropy
 from ._integrate import as_key, as_progress_meter, brownian_tree
 
@@ -36,7 +36,7 @@ class Particles(mfpde.AbstractAlgorithm):
     - `dt`: the step of the "scan" method.
     - `chunk_size`: evaluate the data term in chunks of this many training points, keeping memory
       O(N·(d + k) + N·chunk) also for gradients. Default: chunks only when N·n > 2²⁴.
-    - `save_particles`: also save the full state θ(t) at the save times (data variable `theta`).
+    - `save_state`: also save the full state θ(t) at the save times (data variable `theta`).
     - `shard`: with several JAX devices, split the particle axis of a run (N divisible by the device count), or
       the point axis of a study (`batch_size` divisible by it), across all of them.
     - `entropy_samples`: for τ > 0, the entropy term of the free energy is a Kozachenko–Leonenko k-NN estimate from
@@ -59,7 +59,7 @@ class Particles(mfpde.AbstractAlgorithm):
         converter=lambda v: None if v is None else as_float_array(v, "dt", "Particles"), default=None
     )
     chunk_size: int | None = eqx.field(static=True, default=None)
-    save_particles: bool = eqx.field(static=True, default=False)
+    save_state: bool = eqx.field(static=True, default=False)
     entropy_samples: int = eqx.field(static=True, default=4096)
     stiff_steps: int = eqx.field(static=True, default=10_000)
     shard: bool = eqx.field(static=True, default=True)
@@ -88,7 +88,7 @@ class Particles(mfpde.AbstractAlgorithm):
         rtol: float | None = None,
         atol: float | None = None,
         dt0: float | None = None,
-        max_steps: int = 100_000,
+        max_steps: int = MAX_STEPS,
         progress_meter: diffrax.AbstractProgressMeter | bool | None = None,
         brownian_tol: float | None = None,
         batch_size: int = 64,
@@ -198,7 +198,7 @@ class Particles(mfpde.AbstractAlgorithm):
         with Timer() as timer:
             probe = lambda: (_System(flow, data, masses, chunk, self.entropy_samples), y0, span[0])  # noqa: E731
             integrate, described, numerics_ = integrator(
-                self, ts=ts, dtype=dtype, noisy=noisy, save=self.save_particles, span=span, probe=probe, solver=solver,
+                self, ts=ts, dtype=dtype, noisy=noisy, save=self.save_state, span=span, probe=probe, solver=solver,
                 stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
                 brownian_tol=brownian_tol, norm=norm)
             attrs.update(described)
@@ -319,7 +319,7 @@ class _System(eqx.Module):
         mask = jnp.asarray(self.flow.trainable(self.data), y.dtype)
         return jnp.tile(jnp.sqrt(2 * self.flow.temperature).astype(y.dtype) * mask, self.masses.shape[0])
 
-    def observe(self, t, y, noisy: bool, save_particles: bool):
+    def observe(self, t, y, noisy: bool, save_state: bool):
         theta = self.unflatten(y)
         out = dict(self.flow.observables(theta, self.masses, self.data, chunk_size=self.chunk_size))
         risk = self.flow.energy(theta, self.masses, self.data, chunk_size=self.chunk_size)
@@ -336,7 +336,7 @@ class _System(eqx.Module):
             out["theta_cov"] = jnp.cov(theta, rowvar=False, bias=True).reshape(theta.shape[1], theta.shape[1])
         else:
             out["theta_var"] = jnp.var(theta, axis=0)
-        if save_particles:
+        if save_state:
             out["theta"] = theta
         return out
 

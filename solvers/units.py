@@ -10,7 +10,7 @@ import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
 from ._batches import error_norm, sweep_variables
-from ._driver import check_counts, integrator, restart_options, run
+from ._driver import MAX_STEPS, check_counts, integrator, restart_options, run
 from ._integrate import as_key, as_progress_meter
 
 
@@ -22,7 +22,7 @@ class Units(mfpde.AbstractAlgorithm):
 
     **Arguments:**
 
-    - `widths`: (N_1, …, N_{L−1}), one width per hidden layer.
+    - `n`: (N_1, …, N_{L−1}), the number of units of each hidden layer (its width).
     - `method`: "adaptive" (diffrax; `Tsit5`, or `Kvaerno5` with matrix-free Newton–GMRES when the velocity's
       Jacobian makes an explicit solver take more than `stiff_steps` steps for stability alone) or "scan"
       (fixed-step Euler, i.e. plain gradient descent, with step `dt`).
@@ -30,22 +30,22 @@ class Units(mfpde.AbstractAlgorithm):
     - `save_state`: also save the weight matrices at the save times.
     """
 
-    widths: tuple[int, ...] = eqx.field(static=True, converter=lambda w: tuple(int(x) for x in np.atleast_1d(w)))
+    n: tuple[int, ...] = eqx.field(static=True, converter=lambda w: tuple(int(x) for x in np.atleast_1d(w)))
     method: Literal["adaptive", "scan"] = eqx.field(static=True, default="adaptive")
     dt: Float[Array, ""] | None = eqx.field(default=None, converter=lambda v: None if v is None else as_float_array(v, "dt", "Units"))
     save_state: bool = eqx.field(static=True, default=False)
     stiff_steps: int = eqx.field(static=True, default=10_000)
 
     def __check_init__(self):
-        if not self.widths or any(w < 1 for w in self.widths):
-            raise ValueError(f"`widths` of Units must be positive integers, got {self.widths}.")
+        if not self.n or any(w < 1 for w in self.n):
+            raise ValueError(f"`n` of Units must be positive integers, got {self.n}.")
         if self.method not in ("adaptive", "scan"):
             raise ValueError(f"`method` of Units must be 'adaptive' or 'scan', got {self.method!r}.")
         if self.method == "scan" and (self.dt is None or not bool(self.dt > 0)):
             raise ValueError("`dt` of Units must be given and positive with method='scan'.")
 
     def solve(self, problem, *, saveat=None, key=0, solver=None, stepsize_controller=None, rtol=None, atol=None,
-              dt0=None, max_steps: int = 100_000, progress_meter=None, batch_size: int = 64,
+              dt0=None, max_steps: int = MAX_STEPS, progress_meter=None, batch_size: int = 64,
               batch_stepping: Literal["per_point", "shared"] = "per_point", directory=None, checkpoint_every: int = 10,
               client=None, throw: bool = False) -> mfpde.Solution:
         """Integrate `problem`: a `FlowProblem` with a layered flow and a layered initial measure such as
@@ -62,7 +62,7 @@ class Units(mfpde.AbstractAlgorithm):
                 if name.startswith("algorithm.") and not (name == "algorithm.dt" and self.method == "scan"):
                     raise ValueError(f"sweep `{name}`: Units can sweep `algorithm.dt` (method='scan') only.")
         flow, data = base.flow, base.data
-        shapes = flow.shapes(self.widths, data)
+        shapes = flow.shapes(self.n, data)
         ts = save_times(saveat, base.tspan)
         key, seed = as_key(key)
         # Drawn here, outside any trace, so that the measure's checks can warn (e.g. an ill-conditioned Gram matrix);
@@ -146,9 +146,9 @@ class _LayeredSystem(eqx.Module):
 
 def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs, ensemble):
     flow, data = problem.flow, problem.data
-    described = flow.describe(data) | flow.describe_state(algorithm.widths, data)
+    described = flow.describe(data) | flow.describe_state(algorithm.n, data)
     variables, coords, stats = sweep_variables(observed, described, ts, stats, ensemble)
-    sizes = flow.dimension_sizes(algorithm.widths, data)
+    sizes = flow.dimension_sizes(algorithm.n, data)
     used = {d for dims, _, _ in variables.values() for d in dims}
     coords["time"] = (("time",), ts, {"long_name": "time", "units": "1",
                                       "description": "mean-field time (each weight of layer ℓ moves at rate N_{ℓ−1}N_ℓ)"})
@@ -156,6 +156,6 @@ def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs, ense
         if dim in used:
             start = 1 if "layer" in dim else 0
             coords[dim] = ((dim,), np.arange(start, start + size), {"long_name": dim.replace("_", " ") + " index"})
-    title = f"{type(flow).__name__} flow, {type(algorithm).__name__} (widths {list(algorithm.widths)})"
+    title = f"{type(flow).__name__} flow, {type(algorithm).__name__} (n = {list(algorithm.n)})"
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
                         timing=timer, attrs=attrs, title=title, stat_dims=ensemble.dims if ensemble is not None else ())

@@ -52,7 +52,7 @@ def two_layer():
     flow = mfpde.flows.TwoLayer(l2=1e-2)
     start = mfpde.measures.Gaussian().sample(jax.random.key(1), 6, flow.groups(data))
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.Particles(**start), (0.0, 1.0))
-    return mfpde.solve(prob, Particles(n=6, method="scan", dt=0.25, save_particles=True), saveat=[0.0, 0.5, 1.0])
+    return mfpde.solve(prob, Particles(n=6, method="scan", dt=0.25, save_state=True), saveat=[0.0, 0.5, 1.0])
 
 
 def _ou():

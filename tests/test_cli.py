@@ -132,7 +132,7 @@ def test_vector_sweep_from_config_and_set(tmp_path):
 
     config = {"data": {"kind": "teacher", "n": 8, "d": 2}, "flow": {"kind": "Multilayer", "activations": ["tanh", "tanh"]},
               "init": {"kind": "IIDLayers"}, "problem": {"tspan": [0.0, 1.0]},
-              "algorithm": {"kind": "Units", "widths": [4, 4]}, "sweep": {"rates": [[1, 1, 1], [1, 0.5, 1]]}}
+              "algorithm": {"kind": "Units", "n": [4, 4]}, "sweep": {"rates": [[1, 1, 1], [1, 0.5, 1]]}}
     problem, _, _ = build(config)
     assert isinstance(problem, mfpde.EnsembleProblem) and problem.shape == (2,)
     assert problem.sweep["rates"].tolist() == [[1, 1, 1], [1, 0.5, 1]]

@@ -72,7 +72,7 @@ WRONG = [
     ("algorithm.method", 1, "expected one of 'adaptive', 'scan', got 1"),
     ("algorithm.dt", "small", "`dt` of Particles must be a number"),
     ("algorithm.chunk_size", 2.5, "expected an integer, got 2.5"),
-    ("algorithm.save_particles", "no", "expected true or false, got 'no'"),
+    ("algorithm.save_state", "no", "expected true or false, got 'no'"),
     ("algorithm.entropy_samples", "many", "expected an integer, got 'many'"),
     ("algorithm.stiff_steps", 1e4, "expected an integer, got 10000.0"),
     ("algorithm.shard", 0, "expected true or false, got 0"),

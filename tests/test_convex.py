@@ -79,7 +79,7 @@ def test_certify_lower_bounds_the_flow_and_the_gap_closes():
     flow = mfpde.flows.TwoLayer(activation="tanh", l2=0.01)
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.Gaussian(std=1.0), (0.0, 400.0))
     times = [0.0, 10.0, 100.0, 400.0]
-    sol = mfpde.solve(prob, Particles(n=48, save_particles=True), saveat=times, rtol=1e-8, atol=1e-10)
+    sol = mfpde.solve(prob, Particles(n=48, save_state=True), saveat=times, rtol=1e-8, atol=1e-10)
     checks = [mfpde.certify(sol, Convex(), time=t) for t in times]
     gaps = [float(c.gap) for c in checks]
     for c, t in zip(checks, times):
@@ -179,7 +179,7 @@ def test_certify_feature_flow():
     data = mfpde.datasets.teacher(0, n=6, d=3)
     flow = mfpde.flows.FeatureResNet(activations=("tanh", "tanh"), penalty="convex", l2=0.01)
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.DiverseFeatures(output_std=0.1), (0.0, 100.0))
-    sol = mfpde.solve(prob, Units(widths=(10, 10), save_state=True), saveat=[0.0, 10.0, 100.0])
+    sol = mfpde.solve(prob, Units(n=(10, 10), save_state=True), saveat=[0.0, 10.0, 100.0])
     checks = [mfpde.certify(sol, Convex(), time=t) for t in (0.0, 10.0, 100.0)]
     for c, t in zip(checks, (0.0, 10.0, 100.0)):
         np.testing.assert_allclose(float(c.objective), float(sol.dataset.risk.sel(time=t)), rtol=1e-10)

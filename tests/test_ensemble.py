@@ -18,9 +18,9 @@ def _problem(temperature=0.0):
 
 # Most of a test's time is the compilation of its programs (an adaptive SDE one takes ~15 s), one per shape and
 # kind of run; parameters, keys and tolerances are traced. The single solves below are therefore all
-# `Particles(n=16, save_particles=True)` saved at [1, 2] (one ODE and one SDE program), and the per-point SDE
+# `Particles(n=16, save_state=True)` saved at [1, 2] (one ODE and one SDE program), and the per-point SDE
 # batches are four points of a temperature sweep: tests run in one process share those programs.
-SINGLE = Particles(n=16, save_particles=True)
+SINGLE = Particles(n=16, save_state=True)
 SAVEAT = [1.0, 2.0]
 
 
@@ -108,7 +108,7 @@ def test_mixed_temperature_study_gives_each_point_its_own_method(stepping):
     # Per point: the shapes of the programs above (four noisy points: those of the noisy sweep's batches). Shared
     # steps: two noisy points of 8 particles, where the tolerance below was measured.
     temperatures, algorithm = ((0.0, 0.02, 0.05), SINGLE) if stepping == "per_point" else (
-        (0.0, 0.02), Particles(n=8, save_particles=True))
+        (0.0, 0.02), Particles(n=8, save_state=True))
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": list(temperatures), "seed": [1, 2]})
     ds = mfpde.solve(study, algorithm, batch_stepping=stepping, **options).dataset
     assert ds.theta.dims[:2] == ("temperature", "seed") and (ds.result == 0).all()

@@ -57,7 +57,7 @@ def test_finite_width_equals_plain_gradient_flow(arch, form, m):
     flow = FLOWS[arch](activations=("tanh", "tanh", "tanh"), form=form, l2=0.01)
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.DiverseFeatures(output_std=0.5), (0.0, 2.0))
     ts = np.linspace(0.0, 2.0, 3)
-    ds = mfpde.solve(prob, Units(widths=(m, m, m), save_state=True), saveat=ts, key=1, rtol=1e-11, atol=1e-13).dataset
+    ds = mfpde.solve(prob, Units(n=(m, m, m), save_state=True), saveat=ts, key=1, rtol=1e-11, atol=1e-13).dataset
     weights = [jnp.asarray(ds[f"w{i}"].values[0]) for i in range(1, 5)]
     reference = _plain_gradient_flow(weights, data.X, data.y, skip=arch == "resnet", l2=0.01, t1=2.0, ts=ts)
     for i, ref in enumerate(reference, start=1):
@@ -80,13 +80,13 @@ def test_finite_width_equals_plain_gradient_flow(arch, form, m):
 def test_consistency_residual_stays_at_rounding_level(arch):
     flow = FLOWS[arch](activations=("tanh", "tanh", "tanh"), form="features")
     prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.DiverseFeatures(output_std=1.0), (0.0, 5.0))
-    ds = mfpde.solve(prob, Units(widths=(10, 10, 10)), saveat=np.linspace(0, 5, 11), rtol=1e-12, atol=1e-14).dataset
+    ds = mfpde.solve(prob, Units(n=(10, 10, 10)), saveat=np.linspace(0, 5, 11), rtol=1e-12, atol=1e-14).dataset
     assert ds.consistency_residual.dims == ("time", "layer")
     assert float(ds.consistency_residual.max()) <= 1e-10
     assert ds.loss.values[-1] < 0.5 * ds.loss.values[0]
     # The residual measures something: a loose tolerance leaves the constraint visibly (the same save times, so the
     # same compiled program: the tolerances are traced).
-    loose = mfpde.solve(prob, Units(widths=(10, 10, 10)), saveat=np.linspace(0, 5, 11), rtol=1e-3, atol=1e-5).dataset
+    loose = mfpde.solve(prob, Units(n=(10, 10, 10)), saveat=np.linspace(0, 5, 11), rtol=1e-3, atol=1e-5).dataset
     assert float(loose.consistency_residual.max()) > 1e3 * float(ds.consistency_residual.max())
 
 
@@ -114,7 +114,7 @@ def test_feature_flow_round_trip_and_sweep(tmp_path):
     data = _data()
     flow = mfpde.flows.FeatureResNet(activations=("tanh", "relu"), form="features")
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.DiverseFeatures(output_std=0.1), (0.0, 1.0))
-    ds = mfpde.solve(prob, Units(widths=(8, 8), save_state=True), saveat=[0.0, 1.0]).dataset
+    ds = mfpde.solve(prob, Units(n=(8, 8), save_state=True), saveat=[0.0, 1.0]).dataset
     assert ds.gram_eigenvalues.dims == ("time", "layer", "eigen") and ds.weight_speed.dims == ("time", "weight_layer")
     assert ds.theta2.dims == ("time", "unit_2", "sample") and ds.w2.dims == ("time", "unit_1", "unit_2")
     assert list(ds.layer.values) == [1, 2] and list(ds.weight_layer.values) == [1, 2, 3]
@@ -122,7 +122,7 @@ def test_feature_flow_round_trip_and_sweep(tmp_path):
     mfpde.Solution(ds).to_netcdf(tmp_path / "run.nc")
     xr.testing.assert_identical(mfpde.load(tmp_path / "run.nc").dataset, ds)
     study = mfpde.EnsembleProblem(prob, sweep={"l2": [0.0, 0.1]})
-    swept = mfpde.solve(study, Units(widths=(8, 8)), saveat=[0.0, 1.0]).dataset
+    swept = mfpde.solve(study, Units(n=(8, 8)), saveat=[0.0, 1.0]).dataset
     np.testing.assert_allclose(swept.loss.sel(l2=0.0).values, ds.loss.values, rtol=1e-6)
 
 
@@ -131,12 +131,12 @@ def test_bad_input():
     flow = mfpde.flows.FeatureDNN(activations=("tanh", "tanh"))
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.DiverseFeatures(), (0.0, 1.0))
     with pytest.raises(ValueError, match="m ≥ n.*layer 1 has m = 8 units for n = 12"):
-        mfpde.solve(prob, Units(widths=(8, 20)))
-    with pytest.raises(ValueError, match="`widths` must give one width per hidden layer"):
-        mfpde.solve(prob, Units(widths=(16, 16, 16)))
+        mfpde.solve(prob, Units(n=(8, 20)))
+    with pytest.raises(ValueError, match=r"`n` \(of Units or Convex\) must give one width per hidden layer"):
+        mfpde.solve(prob, Units(n=(16, 16, 16)))
     resnet = mfpde.FlowProblem(mfpde.flows.FeatureResNet(activations=("tanh", "tanh")), data, mfpde.measures.IIDLayers(), (0.0, 1.0))
     with pytest.raises(ValueError, match="must all be equal"):
-        mfpde.solve(resnet, Units(widths=(16, 20)))
+        mfpde.solve(resnet, Units(n=(16, 20)))
     with pytest.raises(ValueError, match="`rates` of FeatureDNN must have one entry per weight layer \\(3\\)"):
         mfpde.flows.FeatureDNN(activations=("tanh", "tanh"), rates=[1.0, 1.0])
     with pytest.raises(ValueError, match="`form` of FeatureResNet"):
@@ -151,7 +151,7 @@ def test_bad_input():
     X[1] = X[0] + 1e-9
     close = mfpde.FlowProblem(flow, mfpde.Dataset(X, data.y), mfpde.measures.DiverseFeatures(), (0.0, 1.0))
     with pytest.warns(RuntimeWarning, match="K_1, the Gram matrix of layer 1's features, is ill-conditioned \\(condition number"):
-        mfpde.solve(close, Units(widths=(16, 16)), saveat=[0.0])
+        mfpde.solve(close, Units(n=(16, 16)), saveat=[0.0])
 
 
 def test_convex_penalty_velocity_is_the_scaled_gradient():

@@ -137,7 +137,7 @@ def test_entropy_needs_two_samples():
 
 def test_one_particle_at_zero_temperature_is_fine():
     """Without noise there is no entropy to estimate: one particle follows the ODE θ' = −κθ exactly (Euler here)."""
-    ds = mfpde.solve(_ou_problem(temperature=0.0), Particles(n=1, method="scan", dt=0.5, save_particles=True),
+    ds = mfpde.solve(_ou_problem(temperature=0.0), Particles(n=1, method="scan", dt=0.5, save_state=True),
                      saveat=[0.0, 1.0]).dataset
     theta = ds.theta.values[:, 0, :]
     np.testing.assert_allclose(theta[1], theta[0] * 0.5**2, rtol=1e-12)
@@ -244,7 +244,7 @@ def test_plot_without_particles_refuses_coords():
                     coords={"time": [0.0, 1.0]})
     sol = mfpde.Solution(ds)
     assert sol.plot().axes[0].get_ylabel() == "loss"
-    with pytest.raises(ValueError, match=r"`coords`: .*no particles .*save_particles=True"):
+    with pytest.raises(ValueError, match=r"`coords`: .*no particles .*save_state=True"):
         sol.plot(coords=("w_0", "w_1"))
 
 

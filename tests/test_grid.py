@@ -255,7 +255,7 @@ def test_double_well_grid_agrees_with_noisy_particles():
     problem = mfpde.FlowProblem(flow, None, mfpde.measures.Gaussian(mean=0.3, std=0.3), (0.0, t1))
     grid = Grid(bounds=((-2.5, 2.5),), cells=200)
     ds = mfpde.solve(problem, grid, saveat=[t1]).dataset
-    particles = mfpde.solve(problem, Particles(n=n, method="scan", dt=1e-3, save_particles=True), saveat=[t1], key=4)
+    particles = mfpde.solve(problem, Particles(n=n, method="scan", dt=1e-3, save_state=True), saveat=[t1], key=4)
     theta = particles.dataset.theta.values[-1, :, 0]
     mean, var = float(ds.theta_mean[-1, 0]), float(ds.theta_cov[-1, 0, 0])
     assert abs(theta.mean() - mean) < 4 * np.sqrt(var / n), (theta.mean(), mean)

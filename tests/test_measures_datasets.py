@@ -37,7 +37,7 @@ def test_explicit_particles_are_used_exactly():
     u, w = rng.normal(size=7), rng.normal(size=(7, 2))
     data = mfpde.Dataset(rng.normal(size=(10, 2)), rng.normal(size=10))
     prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(), data, mfpde.measures.Particles(u=u, w=w), (0.0, 1.0))
-    ds = mfpde.solve(prob, Particles(save_particles=True), saveat=[0.0], key=123).dataset
+    ds = mfpde.solve(prob, Particles(save_state=True), saveat=[0.0], key=123).dataset
     np.testing.assert_array_equal(ds.theta.values[0], np.column_stack([u, w]))
 
 

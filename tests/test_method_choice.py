@@ -30,11 +30,11 @@ def _two_layer(activation):
                                                mfpde.measures.Gaussian(), (0.0, 5.0)),
                      lambda: Particles(n=32), "Tsit5", marks=pytest.mark.slow),
         (lambda: mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("relu", "relu")), mfpde.datasets.teacher(0, n=20, d=3),
-                                   mfpde.measures.IIDLayers(std=1.0), (0.0, 2.0)), lambda: Units(widths=(16, 16)), "Bosh3"),
+                                   mfpde.measures.IIDLayers(std=1.0), (0.0, 2.0)), lambda: Units(n=(16, 16)), "Bosh3"),
         pytest.param(lambda: mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")),
                                                mfpde.datasets.teacher(0, n=20, d=3), mfpde.measures.IIDLayers(std=1.0),
                                                (0.0, 2.0)),
-                     lambda: Units(widths=(16, 16)), "Tsit5", marks=pytest.mark.slow),
+                     lambda: Units(n=(16, 16)), "Tsit5", marks=pytest.mark.slow),
     ],
 )
 def test_probe_picks_the_method(problem, algorithm, solver):

@@ -40,7 +40,7 @@ def test_finite_width_equals_plain_gradient_flow():
     init = mfpde.measures.IIDLayers(std=(1.0, 2.0, 1.0), mean=(0.0, 0.3, 0.0))
     prob = mfpde.FlowProblem(flow, data, init, (0.0, 3.0))
     ts = np.linspace(0.0, 3.0, 4)
-    sol = mfpde.solve(prob, Units(widths=(6, 5), save_state=True), saveat=ts, key=2, rtol=1e-11, atol=1e-13)
+    sol = mfpde.solve(prob, Units(n=(6, 5), save_state=True), saveat=ts, key=2, rtol=1e-11, atol=1e-13)
     ds = sol.dataset
     assert ds.attrs["solver"] == "Tsit5"  # the probes leave a smooth (tanh) multilayer net on Tsit5
     w1, w2, w3 = (jnp.asarray(ds[name].values[0]) for name in ("w1", "w2", "w3"))
@@ -53,12 +53,12 @@ def test_finite_width_equals_plain_gradient_flow():
 def test_balancedness_conserved_for_relu():
     flow = mfpde.flows.Multilayer(activations=("relu", "relu"))
     prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 0.5, 0.0)), (0.0, 2.0))
-    ds = mfpde.solve(prob, Units(widths=(8, 8)), saveat=np.linspace(0, 2, 5), rtol=1e-10, atol=1e-12).dataset
+    ds = mfpde.solve(prob, Units(n=(8, 8)), saveat=np.linspace(0, 2, 5), rtol=1e-10, atol=1e-12).dataset
     for name in ("balance_1", "balance_2"):
         drift = np.abs(ds[name].values - ds[name].values[0]).max()
         assert drift < 1e-7 * np.abs(ds[name].values).max(), (name, drift)
     # The same save times: one compiled program for both runs (l2 and the tolerances are traced).
-    moved = mfpde.solve(mfpde.remake(prob, l2=0.1), Units(widths=(8, 8)), saveat=np.linspace(0, 2, 5)).dataset
+    moved = mfpde.solve(mfpde.remake(prob, l2=0.1), Units(n=(8, 8)), saveat=np.linspace(0, 2, 5)).dataset
     assert np.abs(moved.balance_1.values[-1] - moved.balance_1.values[0]).max() > 1e-3  # decay breaks it
 
 
@@ -70,7 +70,7 @@ def test_width_convergence_on_coupled_embedding():
     init = mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 1.0, 1.0))
     prob = mfpde.FlowProblem(flow, _data(), init, (0.0, 1.0))
     widths = np.array([32, 128, 512])
-    predictions = np.array([[mfpde.solve(prob, Units(widths=(w, w)), saveat=[1.0], key=seed, solver=diffrax.Tsit5())
+    predictions = np.array([[mfpde.solve(prob, Units(n=(w, w)), saveat=[1.0], key=seed, solver=diffrax.Tsit5())
                              .dataset.prediction.values for w in widths] for seed in range(4)])
     gaps = np.sqrt(np.mean((predictions[:, 1:] - predictions[:, :-1]) ** 2, axis=(0, 2, 3, 4)))
     rate = np.polyfit(np.log(widths[:-1]), np.log(gaps), 1)[0]
@@ -80,7 +80,7 @@ def test_width_convergence_on_coupled_embedding():
 def test_frozen_layer_and_euler_scan():
     flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"), rates=(1.0, 0.0, 1.0))
     prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(), (0.0, 1.0))
-    ds = mfpde.solve(prob, Units(widths=(4, 4), method="scan", dt=0.01, save_state=True), saveat=[0.0, 1.0]).dataset
+    ds = mfpde.solve(prob, Units(n=(4, 4), method="scan", dt=0.01, save_state=True), saveat=[0.0, 1.0]).dataset
     np.testing.assert_array_equal(ds.w2.values[0], ds.w2.values[1])
     assert np.abs(ds.w1.values[1] - ds.w1.values[0]).max() > 1e-4
 
@@ -93,11 +93,11 @@ def test_frozen_layer_and_euler_scan():
         (lambda: mfpde.flows.Multilayer(activations=("tanh", "tanh"), rates=(1.0, 1.0)), "`rates`"),
         (lambda: mfpde.flows.Multilayer(activations=("tanh", "tanh"), temperature=0.1), "`temperature`"),
         (lambda: mfpde.flows.Multilayer(activations=("tanh", "tanh"), l2=-1.0), "`l2`"),
-        (lambda: Units(widths=(4, 0)), "`widths`"),
+        (lambda: Units(n=(4, 0)), "`n` of Units"),
         (lambda: mfpde.solve(mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
-                                               mfpde.measures.IIDLayers(), (0, 1)), Units(widths=(4, 4, 4))), "`widths`"),
+                                               mfpde.measures.IIDLayers(), (0, 1)), Units(n=(4, 4, 4))), "`n` \\(of Units"),
         (lambda: mfpde.solve(mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
-                                               mfpde.measures.Gaussian(), (0, 1)), Units(widths=(4, 4))), "`init`"),
+                                               mfpde.measures.Gaussian(), (0, 1)), Units(n=(4, 4))), "`init`"),
         (lambda: mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
                                    mfpde.measures.IIDLayers(std=(1.0, 1.0)), (0, 1)).init.sample_layers(
             jax.random.key(0), {"w1": (2, 3), "w2": (2, 2), "w3": (2, 1)}), "`std`"),
@@ -120,7 +120,7 @@ def test_iid_zero_mean_depth_four_is_degenerate_and_stationary_in_the_limit():
     widths = np.array([16, 256])
     spread, motion = [], []
     for w in widths:
-        ds = mfpde.solve(prob, Units(widths=(w, w, w)), saveat=[0.0, 1.0], key=1, solver=diffrax.Tsit5()).dataset
+        ds = mfpde.solve(prob, Units(n=(w, w, w)), saveat=[0.0, 1.0], key=1, solver=diffrax.Tsit5()).dataset
         spread.append(ds.unit_spread.values[0, 1:])  # middle layers at t = 0
         motion.append(np.sqrt(np.mean((ds.prediction.values[1] - ds.prediction.values[0]) ** 2)))
     spread = np.array(spread)
@@ -135,11 +135,11 @@ def test_sweep_over_learning_rate_ratios(tmp_path):
     prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 0.5, 0.5)), (0.0, 1.0))
     rates = np.array([[1.0, 1.0, 1.0], [1.0, 0.5, 1.0], [1.0, 0.0, 1.0]])
     study = mfpde.EnsembleProblem(prob, {"rates": rates, "seed": [0, 1]})
-    ds = mfpde.solve(study, Units(widths=(6, 6)), saveat=[1.0], batch_size=4).dataset
+    ds = mfpde.solve(study, Units(n=(6, 6)), saveat=[1.0], batch_size=4).dataset
     assert ds.loss.dims == ("rates", "seed", "time") and ds.rates_value.dims == ("rates", "rates_entry")
     np.testing.assert_array_equal(ds.rates_value, rates)
     for i, row in enumerate(rates):
-        single = mfpde.solve(mfpde.remake(prob, rates=row), Units(widths=(6, 6)), saveat=[1.0], key=1).dataset
+        single = mfpde.solve(mfpde.remake(prob, rates=row), Units(n=(6, 6)), saveat=[1.0], key=1).dataset
         np.testing.assert_allclose(ds.risk.isel(rates=i).sel(seed=1), single.risk, rtol=1e-10)
     assert float(ds.loss.isel(rates=0, time=-1).mean()) != float(ds.loss.isel(rates=2, time=-1).mean())
     mfpde.Solution(ds).to_netcdf(tmp_path / "rates.nc")
@@ -157,11 +157,11 @@ def test_batched_sweep_equals_single_solves(stepping, rtol):
     flow = mfpde.flows.Multilayer(activations=("tanh", "tanh"), l2=0.0)
     prob = mfpde.FlowProblem(flow, _data(), mfpde.measures.IIDLayers(std=1.0, mean=(0.0, 0.5, 0.5)), (0.0, 1.0))
     study = mfpde.EnsembleProblem(prob, {"l2": [0.0, 0.1], "seed": [0, 1, 2]})
-    ds = mfpde.solve(study, Units(widths=(6, 6)), saveat=[1.0], batch_size=4, batch_stepping=stepping).dataset
+    ds = mfpde.solve(study, Units(n=(6, 6)), saveat=[1.0], batch_size=4, batch_stepping=stepping).dataset
     assert ds.loss.dims == ("l2", "seed", "time") and ds.num_steps.dims == ("l2", "seed")
     for l2 in (0.0, 0.1):
         for seed in range(3):
-            single = mfpde.solve(mfpde.remake(prob, l2=l2), Units(widths=(6, 6)), saveat=[1.0], key=seed).dataset
+            single = mfpde.solve(mfpde.remake(prob, l2=l2), Units(n=(6, 6)), saveat=[1.0], key=seed).dataset
             np.testing.assert_allclose(ds.risk.sel(l2=l2, seed=seed), single.risk, rtol=rtol)
 
 
@@ -174,10 +174,10 @@ def test_checkpointed_units_run_resumes_to_the_uninterrupted_one(tmp_path):
     prob = mfpde.FlowProblem(mfpde.flows.Multilayer(activations=("tanh", "tanh")), _data(),
                              mfpde.measures.IIDLayers(std=1.0), (0.0, 1.0))
     saveat = np.linspace(0.25, 1.0, 4)
-    whole = mfpde.solve(prob, Units(widths=(4, 4)), saveat=saveat, key=1).dataset
-    first = mfpde.solve(prob, Units(widths=(4, 4)), saveat=saveat, key=1, directory=tmp_path, checkpoint_every=2).dataset
+    whole = mfpde.solve(prob, Units(n=(4, 4)), saveat=saveat, key=1).dataset
+    first = mfpde.solve(prob, Units(n=(4, 4)), saveat=saveat, key=1, directory=tmp_path, checkpoint_every=2).dataset
     assert len(list(tmp_path.glob("*.nc"))) == 2
     np.testing.assert_allclose(first.risk.values, whole.risk.values, rtol=1e-5)
     (tmp_path / sorted(p.name for p in tmp_path.glob("*.nc"))[-1]).unlink()  # as if interrupted in the last segment
-    resumed = mfpde.solve(prob, Units(widths=(4, 4)), saveat=saveat, key=1, directory=tmp_path, checkpoint_every=2).dataset
+    resumed = mfpde.solve(prob, Units(n=(4, 4)), saveat=saveat, key=1, directory=tmp_path, checkpoint_every=2).dataset
     np.testing.assert_allclose(resumed.risk.values, first.risk.values, rtol=1e-12)

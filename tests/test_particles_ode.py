@@ -25,7 +25,7 @@ def _small_problem(bias=True, l2=1e-2, t1=3.0, n_particles=8):
 def test_matches_independent_gradient_flow():
     prob, theta0, X, y = _small_problem()
     ts = np.linspace(0.0, 3.0, 7)
-    sol = mfpde.solve(prob, Particles(save_particles=True), saveat=ts, rtol=1e-11, atol=1e-13)
+    sol = mfpde.solve(prob, Particles(save_state=True), saveat=ts, rtol=1e-11, atol=1e-13)
     assert sol.success
 
     def rhs(t, z):
@@ -50,7 +50,7 @@ def test_energy_decreases_and_risk_is_energy():
     risk = sol.dataset.risk.values
     assert np.all(np.diff(risk) <= 1e-12)
     # τ = 0: the free energy is the energy of the width-N network, written out here from the saved particles.
-    ds = mfpde.solve(prob, Particles(save_particles=True), saveat=[3.0]).dataset
+    ds = mfpde.solve(prob, Particles(save_state=True), saveat=[3.0]).dataset
     theta = ds.theta.values[-1]
     _, loss = two_layer_gradient_flow(theta, np.asarray(prob.data.X), np.asarray(prob.data.y), alpha=1.5, l2=1e-2, bias=True)
     np.testing.assert_allclose(float(ds.free_energy[-1]), loss + 0.5e-2 * np.mean(np.sum(theta**2, axis=1)), rtol=1e-12)
@@ -59,7 +59,7 @@ def test_energy_decreases_and_risk_is_energy():
 def test_fixed_output_layer_keeps_u():
     prob, theta0, *_ = _small_problem()
     prob = mfpde.remake(prob, flow=mfpde.flows.TwoLayer(activation="tanh", bias=True, train_output=False, l2=0.1))
-    sol = mfpde.solve(prob, Particles(save_particles=True), saveat=[0.0, 3.0])
+    sol = mfpde.solve(prob, Particles(save_state=True), saveat=[0.0, 3.0])
     theta = sol.dataset.theta
     np.testing.assert_array_equal(theta.sel(param="u").values[-1], theta0[:, 0])
     assert np.max(np.abs(theta.sel(param="w_0").values[-1] - theta0[:, 1])) > 1e-3
@@ -67,10 +67,10 @@ def test_fixed_output_layer_keeps_u():
 
 def test_euler_scan_first_order_in_dt():
     prob, *_ = _small_problem(t1=2.0)
-    ref = mfpde.solve(prob, Particles(save_particles=True), saveat=[2.0], rtol=1e-12, atol=1e-14).dataset.theta[-1]
+    ref = mfpde.solve(prob, Particles(save_state=True), saveat=[2.0], rtol=1e-12, atol=1e-14).dataset.theta[-1]
     dts = np.array([0.04, 0.02, 0.01, 0.005])
     errors = [
-        float(np.max(np.abs(mfpde.solve(prob, Particles(method="scan", dt=dt, save_particles=True), saveat=[2.0]).dataset.theta[-1] - ref)))
+        float(np.max(np.abs(mfpde.solve(prob, Particles(method="scan", dt=dt, save_state=True), saveat=[2.0]).dataset.theta[-1] - ref)))
         for dt in dts
     ]
     order = np.polyfit(np.log(dts), np.log(errors), 1)[0]
@@ -79,10 +79,10 @@ def test_euler_scan_first_order_in_dt():
 
 def test_adaptive_error_decreases_with_rtol():
     prob, *_ = _small_problem(t1=2.0)
-    ref = mfpde.solve(prob, Particles(save_particles=True), saveat=[2.0], rtol=1e-13, atol=1e-15).dataset.theta[-1]
+    ref = mfpde.solve(prob, Particles(save_state=True), saveat=[2.0], rtol=1e-13, atol=1e-15).dataset.theta[-1]
     errors = []
     for rtol in (1e-3, 1e-5, 1e-7, 1e-9):
-        sol = mfpde.solve(prob, Particles(save_particles=True), saveat=[2.0], rtol=rtol, atol=rtol * 1e-2)
+        sol = mfpde.solve(prob, Particles(save_state=True), saveat=[2.0], rtol=rtol, atol=rtol * 1e-2)
         errors.append(float(np.max(np.abs(sol.dataset.theta[-1] - ref))))
     assert all(a > 10 * b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 1e-7
@@ -105,8 +105,8 @@ def test_chunked_data_term_matches():
     chunked = prob.flow.velocity(0.0, theta, masses, prob.data, chunk_size=7)
     np.testing.assert_allclose(chunked, full, rtol=1e-13, atol=1e-15)
     # Unchunked: the program of the second solve in test_energy_decreases_and_risk_is_energy (nothing new to compile).
-    a = mfpde.solve(prob, Particles(chunk_size=6, save_particles=True), saveat=[3.0]).dataset.loss
-    b = mfpde.solve(prob, Particles(save_particles=True), saveat=[3.0]).dataset.loss
+    a = mfpde.solve(prob, Particles(chunk_size=6, save_state=True), saveat=[3.0]).dataset.loss
+    b = mfpde.solve(prob, Particles(save_state=True), saveat=[3.0]).dataset.loss
     np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
@@ -131,7 +131,7 @@ def test_stiff_flow_switches_to_implicit_solver():
 def test_every_activation_follows_the_gradient_flow_written_by_hand(activation, method):
     data = mfpde.datasets.teacher(1, n=32, d=3)
     prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(activation=activation, bias=True), data, mfpde.measures.Gaussian(), (0.0, 1.0))
-    algorithm = Particles(n=16, method=method, dt=0.05 if method == "scan" else None, save_particles=True)
+    algorithm = Particles(n=16, method=method, dt=0.05 if method == "scan" else None, save_state=True)
     ds = mfpde.solve(prob, algorithm, saveat=[0.0, 1.0]).dataset
     X, y = np.asarray(data.X), np.asarray(data.y)
     theta = ds.theta.values[0]
@@ -159,7 +159,7 @@ def test_logistic_loss_and_multiple_outputs():
     X = rng.normal(size=(40, 2))
     y = np.sign(np.column_stack([X[:, 0], X[:, 1] - X[:, 0]]))
     prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(loss="logistic"), mfpde.Dataset(X, y), mfpde.measures.Gaussian(), (0, 5.0))
-    ds = mfpde.solve(prob, Particles(n=32, method="scan", dt=0.1, save_particles=True), saveat=[0.0, 5.0]).dataset
+    ds = mfpde.solve(prob, Particles(n=32, method="scan", dt=0.1, save_state=True), saveat=[0.0, 5.0]).dataset
     assert ds.sizes["output"] == 2 and list(ds.param.values[:4]) == ["u_0", "u_1", "w_0", "w_1"]
     # Against 50 steps of gradient descent on ℓ = Σ_c log(1 + e^{−y_c f_c}), f = (1/N) Σ_j u_j tanh(w_j·x), written
     # out by hand: ∂ℓ/∂f_c = −y_c / (1 + e^{y_c f_c}).
@@ -187,7 +187,7 @@ def test_moments_are_those_of_the_empirical_measure():
     for d in (3, 40):
         data = mfpde.Dataset(np.linspace(-1, 1, 4 * d).reshape(4, d), np.ones(4))
         prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(), data, mfpde.measures.Gaussian(std=1.0), (0.0, 0.1))
-        ds = mfpde.solve(prob, Particles(n=5, save_particles=True), saveat=[0.1], key=3).dataset
+        ds = mfpde.solve(prob, Particles(n=5, save_state=True), saveat=[0.1], key=3).dataset
         theta = ds.theta.values[-1]
         np.testing.assert_allclose(ds.theta_mean.values[-1], theta.mean(axis=0), rtol=1e-13)
         if d == 3:

@@ -92,7 +92,7 @@ def test_width_convergence_rate():
 def test_checkpointed_scan_draws_the_noise_of_the_unchecked_run(tmp_path):
     # Same key, same Brownian increments, whatever the checkpointing: the segmented run equals the whole one.
     prob, saveat = _ou(), np.linspace(0.1, T, 7)
-    algorithm = Particles(n=4, method="scan", dt=0.03, save_particles=True)
+    algorithm = Particles(n=4, method="scan", dt=0.03, save_state=True)
     whole = mfpde.solve(prob, algorithm, saveat=saveat, key=2).dataset
     checked = mfpde.solve(prob, algorithm, saveat=saveat, key=2, directory=tmp_path, checkpoint_every=3).dataset
     np.testing.assert_allclose(checked.theta.values, whole.theta.values, rtol=0, atol=1e-13)

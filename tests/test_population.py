@@ -64,7 +64,7 @@ def test_quadrature_kernel_equals_monte_carlo_and_reports_its_error():
     # order 64: the estimate is of the size of the true error at q = 6 and at q = 24, and the error falls with q.
     pop = datasets.teacher_population(0, d=3, activation="tanh", quadrature=6)
     prob = mfpde.FlowProblem(flows.TwoLayer("tanh"), pop, measures.Gaussian(), (0.0, 0.5))
-    ds = mfpde.solve(prob, Particles(n=8, save_particles=True), saveat=[0.0, 0.5]).dataset
+    ds = mfpde.solve(prob, Particles(n=8, save_state=True), saveat=[0.0, 0.5]).dataset
     masses, finer_pop = jnp.full(8, 1 / 8), datasets.teacher_population(0, d=3, activation="tanh", quadrature=24)
     loss_at = eqx.filter_jit(prob.flow.loss_value)
     for i in (0, 1):
@@ -99,7 +99,7 @@ def test_population_risk_matches_monte_carlo_of_the_trained_network(tmp_path):
     mean, cov = np.array([0.3, -0.2, 0.1]), np.array([[1.0, 0.3, 0.0], [0.3, 0.8, -0.2], [0.0, -0.2, 1.2]])
     pop = datasets.gaussian(3, teacher=teacher, mean=mean, covariance=cov)
     prob = mfpde.FlowProblem(flows.TwoLayer("relu", bias=True), pop, measures.Gaussian(), (0.0, 2.0))
-    sol = mfpde.solve(prob, Particles(n=24, save_particles=True), saveat=[0.0, 2.0], key=5)
+    sol = mfpde.solve(prob, Particles(n=24, save_state=True), saveat=[0.0, 2.0], key=5)
     sol.to_netcdf(tmp_path / "population.nc")
     ds = mfpde.load(tmp_path / "population.nc").dataset  # and the file keeps it
     assert ds.attrs["data"] == pop.name and ds.attrs["data_population_components"] == 1
@@ -146,14 +146,14 @@ def test_finite_data_flow_approaches_the_population_flow_at_rate_one_over_root_n
     # [-0.8, -0.3]) and is below 2/√n.
     pop = datasets.teacher_population(7, d=3, activation="erf", width=2)
     flow, init = flows.TwoLayer("erf"), measures.Gaussian()
-    exact = mfpde.solve(mfpde.FlowProblem(flow, pop, init, (0.0, 1.0)), Particles(n=16, save_particles=True),
+    exact = mfpde.solve(mfpde.FlowProblem(flow, pop, init, (0.0, 1.0)), Particles(n=16, save_state=True),
                         saveat=[1.0], key=0).dataset.theta.values[-1]
     sizes, errors = (1_000, 10_000, 100_000), []
     for n in sizes:
         gaps = []
         for seed in range(3):
             data = pop.sample(100 * n + seed, n)
-            theta = mfpde.solve(mfpde.FlowProblem(flow, data, init, (0.0, 1.0)), Particles(n=16, save_particles=True),
+            theta = mfpde.solve(mfpde.FlowProblem(flow, data, init, (0.0, 1.0)), Particles(n=16, save_state=True),
                                 saveat=[1.0], key=0).dataset.theta.values[-1]
             gaps.append(np.mean((theta - exact) ** 2))
         errors.append(np.sqrt(np.mean(gaps)))
@@ -251,6 +251,6 @@ def test_algorithms_that_need_finite_data_refuse_a_population():
     with pytest.raises(TypeError, match=r"`data` of a Convex problem must be finite training data.*Population.*sample"):
         mfpde.solve(mfpde.StationaryProblem(flow, population, measures.Gaussian()), Convex())
     sol = mfpde.solve(mfpde.FlowProblem(flow, population, measures.Gaussian(), (0.0, 0.1)),
-                      Particles(n=8, method="scan", dt=0.05, save_particles=True), saveat=[0.0, 0.1])
+                      Particles(n=8, method="scan", dt=0.05, save_state=True), saveat=[0.0, 0.1])
     with pytest.raises(TypeError, match=r"`problem.data`: repopulate .*Population.*sample"):
         mfpde.repopulate(sol, 4)

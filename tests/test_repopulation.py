@@ -17,7 +17,7 @@ def trained():
     data = mfpde.datasets.teacher(0, n=256, d=4, activation="tanh", width=3, n_test=256)
     flow = mfpde.flows.TwoLayer(activation="tanh", l2=1e-3)
     problem = mfpde.FlowProblem(flow, data, mfpde.measures.Gaussian(std=1.0), (0.0, 100.0))
-    return mfpde.solve(problem, Particles(n=400, save_particles=True), saveat=[0.0, 100.0], rtol=1e-5)
+    return mfpde.solve(problem, Particles(n=400, save_state=True), saveat=[0.0, 100.0], rtol=1e-5)
 
 
 def test_squared_refit_is_the_ridge_solution():
@@ -67,7 +67,7 @@ def test_classification_reports_accuracy():
     data = mfpde.datasets.digits(classes=(3, 8))
     flow = mfpde.flows.TwoLayer(activation="tanh", l2=1e-3)
     problem = mfpde.FlowProblem(flow, data, mfpde.measures.Gaussian(std=0.3), (0.0, 2.0))
-    sol = mfpde.solve(problem, Particles(n=64, save_particles=True), saveat=[0.0, 2.0])
+    sol = mfpde.solve(problem, Particles(n=64, save_state=True), saveat=[0.0, 2.0])
     out = mfpde.repopulate(sol, 20, how="uniform", source="learned")
     assert 0.8 < float(out.test_accuracy.squeeze()) <= 1.0
     assert out.sizes == {"m": 1, "how": 1, "source": 1, "draw": 1}
@@ -89,5 +89,5 @@ def test_bad_input(trained, tmp_path):
     out = mfpde.repopulate(loaded, 10, problem=trained.problem, key=3)
     np.testing.assert_allclose(out.train_risk, mfpde.repopulate(trained, 10, key=3).train_risk)
     without = mfpde.solve(trained.problem, Particles(n=16), saveat=[0.0, 1.0])
-    with pytest.raises(ValueError, match="`sol` holds no particles.*save_particles"):
+    with pytest.raises(ValueError, match="`sol` holds no particles.*save_state"):
         mfpde.repopulate(without, 10)

@@ -26,7 +26,7 @@ def _problem(temperature=0.0):
 
 
 def test_dataset_layout_and_attributes():
-    sol = mfpde.solve(_problem(), Particles(n=16, save_particles=True), saveat=jnp.linspace(0, 2, 5), key=7)
+    sol = mfpde.solve(_problem(), Particles(n=16, save_state=True), saveat=jnp.linspace(0, 2, 5), key=7)
     ds = sol.dataset
     assert ds.theta.dims == ("time", "particle", "param")
     assert list(ds.param.values) == ["u", "w_0", "w_1", "b"]
@@ -45,7 +45,7 @@ def test_dataset_layout_and_attributes():
 
 def test_netcdf_round_trip_identical(tmp_path):
     # The program of the uninterrupted run in test_checkpointed_run_resumes_from_last_segment[adaptive].
-    sol = mfpde.solve(_problem(0.01), Particles(n=16, save_particles=True), saveat=np.linspace(0.0, 2.0, 9))
+    sol = mfpde.solve(_problem(0.01), Particles(n=16, save_state=True), saveat=np.linspace(0.0, 2.0, 9))
     path = sol.to_netcdf(tmp_path / "run.nc")
     xr.testing.assert_identical(mfpde.load(path).dataset, sol.dataset)
     assert not list(tmp_path.glob("*.tmp.nc"))
@@ -92,7 +92,7 @@ def test_netcdf_round_trip_property(tmp_path_factory, dtype, shape, attrs, data)
 
 def test_plot(tmp_path):
     # The program of test_dataset_layout_and_attributes.
-    sol = mfpde.solve(_problem(), Particles(n=16, save_particles=True), saveat=jnp.linspace(0, 2, 5))
+    sol = mfpde.solve(_problem(), Particles(n=16, save_state=True), saveat=jnp.linspace(0, 2, 5))
     fig = sol.plot(coords=("w_0", "w_1"), color="u")
     fig.savefig(tmp_path / "a.png")
     assert len(fig.axes) >= 2
@@ -161,7 +161,7 @@ def test_progress_meter_inside_jit(method, capfd):
 
 @pytest.mark.parametrize("method", ["adaptive", "scan"])
 def test_checkpointed_run_resumes_from_last_segment(tmp_path, method):
-    algorithm = Particles(n=16, method=method, dt=0.01 if method == "scan" else None, save_particles=True)
+    algorithm = Particles(n=16, method=method, dt=0.01 if method == "scan" else None, save_state=True)
     prob, saveat = _problem(temperature=0.02), np.linspace(0.0, 2.0, 9)
     whole = mfpde.solve(prob, algorithm, saveat=saveat, key=4, directory=tmp_path, checkpoint_every=3).dataset
     files = sorted(tmp_path.glob("points-*.nc"))
@@ -194,7 +194,7 @@ def test_explicit_initial_state_is_stored_as_variables_not_attributes(tmp_path):
     rng = np.random.default_rng(0)
     u0, w0 = rng.normal(size=5), rng.normal(size=(5, 2))
     prob = mfpde.remake(_problem(), init=mfpde.measures.Particles(u=u0, w=w0, b=np.zeros(5)))
-    sol = mfpde.solve(prob, Particles(n=5, method="scan", dt=0.5, save_particles=True), saveat=[0.0, 2.0])
+    sol = mfpde.solve(prob, Particles(n=5, method="scan", dt=0.5, save_state=True), saveat=[0.0, 2.0])
     path = sol.to_netcdf(tmp_path / "run.nc")
     back = mfpde.load(path).dataset
     xr.testing.assert_identical(back, sol.dataset)

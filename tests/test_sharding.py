@@ -16,8 +16,8 @@ SCRIPT = textwrap.dedent(
     assert jax.device_count() == 4
     data = mfpde.datasets.teacher(0, n=32, d=3)
     prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(l2=1e-3), data, mfpde.measures.Gaussian(), (0.0, 2.0))
-    a = mfpde.solve(prob, Particles(n=64, save_particles=True), saveat=[1.0, 2.0], key=0).dataset
-    b = mfpde.solve(prob, Particles(n=64, save_particles=True, shard=False), saveat=[1.0, 2.0], key=0).dataset
+    a = mfpde.solve(prob, Particles(n=64, save_state=True), saveat=[1.0, 2.0], key=0).dataset
+    b = mfpde.solve(prob, Particles(n=64, save_state=True, shard=False), saveat=[1.0, 2.0], key=0).dataset
     assert a.attrs["devices"] == 4 and b.attrs["devices"] == 1
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-10, atol=1e-12)
 

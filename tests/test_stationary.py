@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import mfpde
-from solvers import GibbsFixedPoint, Grid, ParticleStationary, Particles
+from solvers import Convex, GibbsFixedPoint, Grid, Particles, ParticleStationary
 
 TAU = 0.5
 
@@ -59,7 +59,7 @@ def test_double_well_gibbs_state_long_time_grid_and_noisy_particles_agree():
     assert np.abs(long_time.density.values[-1] * grid.cell_volume - masses).sum() < 1e-8
     flow_problem = mfpde.remake(flow_problem, tspan=(0.0, 40.0))
     n = 20_000
-    particles = mfpde.solve(flow_problem, Particles(n=n, method="scan", dt=5e-3, save_particles=True), saveat=[40.0],
+    particles = mfpde.solve(flow_problem, Particles(n=n, method="scan", dt=5e-3, save_state=True), saveat=[40.0],
                             key=1).dataset
     theta = particles.theta.values[-1, :, 0]
     # Histogram on 10 bins of 10 cells: L1 distance at the Monte-Carlo level (Σ √(p/n) ≈ 0.02) plus the O(dt) bias.
@@ -187,7 +187,7 @@ def test_two_layer_stationary_point_is_where_the_flow_stops():
     init = mfpde.measures.Particles(**start)
     stationary = mfpde.solve(mfpde.remake(problem, init=init), ParticleStationary(n=n)).dataset
     flow_problem = mfpde.FlowProblem(problem.flow, data, init, (0.0, 1000.0))
-    run = mfpde.solve(flow_problem, Particles(n=n, save_particles=True), saveat=[1000.0], rtol=1e-10, atol=1e-12,
+    run = mfpde.solve(flow_problem, Particles(n=n, save_state=True), saveat=[1000.0], rtol=1e-10, atol=1e-12,
                       solver=diffrax.Tsit5()).dataset
     # Gradient flow and L-BFGS from the same particles end in the same minimum here.
     assert float(stationary.velocity_max) < 1e-7
@@ -226,7 +226,40 @@ def test_particle_stationary_bad_input():
     with pytest.raises(ValueError, match="`n` of ParticleStationary"):
         ParticleStationary(n=0)
     _, problem = _teacher_problem()
-    with pytest.raises(TypeError, match="`solver` must be an optimistix"):
+    with pytest.raises(TypeError, match="`solver` of ParticleStationary must be an optimistix"):
         mfpde.solve(problem, ParticleStationary(n=8), solver=diffrax.Tsit5())
     with pytest.raises(TypeError, match="`flow`"):
         mfpde.StationaryProblem("tanh", None, mfpde.measures.Gaussian())
+
+
+# --- one driver for the three stationary algorithms -------------------------------------------------------------
+
+
+def _small_stationary_problems():
+    teacher = mfpde.datasets.teacher(0, n=10, d=2)
+    W = np.random.default_rng(0).normal(size=(3, 2))
+    convex = mfpde.StationaryProblem(mfpde.flows.TwoLayer(activation="tanh", l2=0.01), teacher,
+                                     mfpde.measures.Particles(u=np.zeros(3), w=W))
+    return [
+        (GibbsFixedPoint(Grid(bounds=((-2.5, 2.5),), cells=40)),
+         mfpde.StationaryProblem(_double_well(), None, mfpde.measures.Gaussian(std=0.5)), "Newton", 256),
+        (ParticleStationary(n=8), mfpde.StationaryProblem(_double_well(0.0), None, mfpde.measures.Gaussian()), "LBFGS",
+         10_000),
+        (Convex(), convex, "BFGS", 2_000),
+    ]
+
+
+def test_stationary_algorithms_share_arguments_fields_and_errors():
+    """The budgets are the measured table of benchmarks/RESULTS.md ("Stationary iteration budgets")."""
+    for algorithm, problem, solver, budget in _small_stationary_problems():
+        name = type(algorithm).__name__
+        ds = mfpde.solve(problem, algorithm).dataset
+        assert int(ds.result) == 0 and int(ds.num_steps) >= 1, name
+        assert (ds.attrs["solver"], ds.attrs["max_steps"]) == (solver, budget), name
+        assert ds.attrs["rtol"] > 0 and ds.attrs["atol"] > 0, name
+        with pytest.raises(ValueError, match="`max_steps` must be a positive integer, got True"):
+            mfpde.solve(problem, algorithm, max_steps=True)
+        with pytest.raises(TypeError, match=f"`solver` of {name} must be an optimistix"):
+            mfpde.solve(problem, algorithm, solver=diffrax.Tsit5())
+        with pytest.raises(TypeError, match=f"`problem` of {name} must be an mfpde.StationaryProblem"):
+            mfpde.solve(mfpde.FlowProblem(problem.flow, problem.data, problem.init, (0.0, 1.0)), algorithm)

@@ -8,7 +8,7 @@ from ._features import AbstractFeatureFlow
 class FeatureDNN(AbstractFeatureFlow):
     """The neural feature flow of a fully connected network (Fang, Lee, Yang and Zhang; docs/flows/feature-flows.md):
     features of layer ℓ + 1 are averages over the units of layer ℓ, θ_{ℓ+1,j} = (1/m_ℓ) Σ_i w_{ℓ+1,ij} h(θ_{ℓ,i}).
-    Equations, forms and observables in `AbstractFeatureFlow`. Solved by `solvers.Units(widths=(m_1, …, m_L))`;
+    Equations, forms and observables in `AbstractFeatureFlow`. Solved by `solvers.Units(n=(m_1, …, m_L))`;
     start it from `measures.DiverseFeatures` (minimum-norm, diverse features; needs m_ℓ ≥ n) or `measures.IIDLayers`
     (i.i.d. weights, whose middle features degenerate to one as m → ∞).
 

@@ -9,7 +9,7 @@ class FeatureResNet(AbstractFeatureFlow):
     """The neural feature flow of a residual network (docs/flows/feature-flows.md): every hidden layer has the same width m and unit j
     keeps its index through the skip connection, θ_{ℓ+1,j} = θ_{ℓ,j} + (1/m) Σ_i w_{ℓ+1,ij} h(θ_{ℓ,i}); the measure
     is over whole feature trajectories Θ_j = (θ_{1,j}, …, θ_{L,j}). Equations, forms and observables in
-    `AbstractFeatureFlow`. Solved by `solvers.Units(widths=(m,) * L)`. With zero-mean i.i.d. middle weights
+    `AbstractFeatureFlow`. Solved by `solvers.Units(n=(m,) * L)`. With zero-mean i.i.d. middle weights
     (`measures.IIDLayers`) every layer inherits the diversity of θ_1 — no degeneracy; `measures.DiverseFeatures`
     draws fresh diverse features per layer instead.
 

@@ -102,7 +102,7 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         """`w1` (m_1, d), `w{ℓ+1}` (m_ℓ, m_{ℓ+1}), `w{L+1}` (m_L, k); with form="features" also `thetaℓ` (m_ℓ, n)."""
         owner = type(self).__name__
         if len(widths) != self.depth:
-            raise ValueError(f"`widths` must give one width per hidden layer of {owner} ({self.depth}), got {widths}.")
+            raise ValueError(f"`n` (of Units or Convex) must give one width per hidden layer of {owner} ({self.depth}), got {widths}.")
         if self.skip and len(set(widths)) > 1:
             raise ValueError(f"`widths` of a {owner} must all be equal (units keep their index through the skip "
                              f"connections), got {widths}.")

@@ -77,7 +77,7 @@ class Multilayer(AbstractLayeredFlow):
     def shapes(self, widths: tuple[int, ...], data: Dataset) -> dict[str, tuple[int, int]]:
         """Shapes of the weight matrices for hidden widths N_1..N_{L−1}."""
         if len(widths) != self.depth - 1:
-            raise ValueError(f"`widths` must give one width per hidden layer ({self.depth - 1}), got {widths}.")
+            raise ValueError(f"`n` (of Units or Convex) must give one width per hidden layer ({self.depth - 1}), got {widths}.")
         sizes = (data.d, *widths, data.k)
         return {name: (sizes[i], sizes[i + 1]) if i else (sizes[1], sizes[0]) for i, name in enumerate(_layer_names(self.depth))}
 

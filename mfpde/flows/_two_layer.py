@@ -58,7 +58,7 @@ class TwoLayer(AbstractFlow):
     (features θ = (w, b) carrying importances u(θ), regularisers on both, entropy on ρ) has exactly the energy above
     with `train_output=True`, `l2_output` on u, `l2` on θ and `temperature` τ, so a second flow class would duplicate
     the energy. The learned feature distribution ρ and importance u(θ) are the particles' `w`/`b` and `u` coordinates
-    (`theta` of a solution saved with `save_particles=True`); `mfpde.repopulate` draws features from them and refits
+    (`theta` of a solution saved with `save_state=True`); `mfpde.repopulate` draws features from them and refits
     the output layer.
     """
 
