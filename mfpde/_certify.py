@@ -5,13 +5,14 @@ import xarray as xr
 from ._algorithm import AbstractAlgorithm, solve
 from ._problem import FlowProblem, StationaryProblem
 from ._solution import Solution, cf_attributes
+from ._timing import Timer
 from .flows import AbstractFeatureFlow, TwoLayer
 from .measures import Layers, Particles
 from .measures._base import split_groups
 
 
 def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | None = None, time=None,
-            **options) -> xr.Dataset:
+            **options) -> Solution:
     """The global-minimum check (docs/algorithms/convex.md) for a flow's solution: its objective against the optimum
     of the convex program on the flow's own support, with the stationarity residuals, in one dataset.
 
@@ -33,22 +34,25 @@ def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | 
     - `time`: the time to certify (default the last one reached).
     - `**options`: passed to the convex solve (`solver`, `rtol`, `max_steps`, …).
 
-    **Returns:** an `xarray.Dataset` with `objective` (of the flow), `convex_optimum`, `gap`, `relative_gap`,
+    **Returns:** a `Solution` (`.problem` the solved problem, `.success` that of the convex solve) whose `.dataset`
+    holds `objective` (of the flow), `convex_optimum`, `gap`, `relative_gap`,
     `lower_bound` and `convex_duality_gap` (the convex solve's certificate), the stationarity residuals, and over
     `candidate` the optimal density `mass` on the support (the particles, or the last layer's units). For a two-layer
     flow the residuals are `output_speed` = ‖∂_t u‖ and `feature_speed` = ‖∂_t (w, b)‖ in L²(ρ); for a feature flow
-    `weight_speed` (weight_layer) and `feature_speed` (layer), as in its solution.
+    `weight_speed` (weight_layer) and `feature_speed` (layer), as in its solution; `result`, the convex solve's result
+    code. Its `to_netcdf` writes it like any solution.
     """
     problem = getattr(sol, "problem", None) if problem is None else problem
     if not isinstance(problem, FlowProblem) or not isinstance(problem.flow, (TwoLayer, AbstractFeatureFlow)):
         raise ValueError("`problem`: certify needs the solved FlowProblem of a flows.TwoLayer network or a feature flow; "
                          "pass problem= for a solution loaded from a file.")
-    if isinstance(problem.flow, TwoLayer):
-        t, objective, support, residuals = _two_layer(sol, problem, time)
-    else:
-        t, objective, support, residuals = _feature_flow(sol, problem, time, convex)
-    flow, data = problem.flow, problem.data
-    optimum = solve(StationaryProblem(flow, data, support), convex, **options).dataset
+    with Timer() as timer:
+        if isinstance(problem.flow, TwoLayer):
+            t, objective, support, residuals = _two_layer(sol, problem, time)
+        else:
+            t, objective, support, residuals = _feature_flow(sol, problem, time, convex)
+        flow, data = problem.flow, problem.data
+        optimum = solve(StationaryProblem(flow, data, support), convex, **options).dataset
     best = float(optimum.objective)
     scalar = {"units": "1"}
     variables = {
@@ -63,9 +67,12 @@ def certify(sol: Solution, convex: AbstractAlgorithm, *, problem: FlowProblem | 
     }
     candidate = ("candidate", np.arange(optimum.mass.size), {"long_name": "index of a unit of the flow's support"})
     title = f"global-minimum check of a {type(flow).__name__} flow at t = {t:g}"
-    return xr.Dataset(variables, coords={"candidate": candidate},
-                      attrs={**cf_attributes(title, f"mfpde.certify(Solution, {type(convex).__name__})"), "time": t,
-                             "convex_result": optimum.attrs["result_message"]})
+    dataset = xr.Dataset(variables, coords={"candidate": candidate},
+                         attrs={**cf_attributes(title, f"mfpde.certify(Solution, {type(convex).__name__})"), "time": t,
+                                "result_message": optimum.attrs["result_message"], "wall_time_s": timer.wall_time,
+                                "compile_time_s": timer.compile_time, "run_time_s": timer.run_time})
+    dataset["result"] = optimum["result"]
+    return Solution(dataset, problem)
 
 
 def _at_time(variable, time):

@@ -12,7 +12,8 @@ import xarray as xr
 from . import activations, losses
 from ._dataset import Dataset
 from ._problem import FlowProblem
-from ._solution import cf_attributes
+from ._solution import Solution, cf_attributes, result_code, result_name, result_variable, warn_or_raise
+from ._timing import Timer
 from .flows import TwoLayer
 
 HOWS = ("uniform", "importance")
@@ -45,7 +46,8 @@ def importance(flow: TwoLayer, theta, X, k: int):
 
 
 def refit(H, y, loss: str, l2: float):
-    """Output weights a (m, k) minimising (1/n) Σ_i ℓ(H_i a, y_i) + (l2/2)|a|², a strictly convex problem.
+    """Output weights a (m, k) minimising (1/n) Σ_i ℓ(H_i a, y_i) + (l2/2)|a|², a strictly convex problem, and the
+    solve's result code (0: successful).
 
     Squared loss: the normal equations (HᵀH/n + l2 I) a = Hᵀy/n, solved by a Cholesky factorisation (lineax).
     Logistic loss: `optx.BFGS` from a = 0 (smooth and convex, so it converges to the unique minimiser).
@@ -53,13 +55,18 @@ def refit(H, y, loss: str, l2: float):
     n, m = H.shape
     if loss == "squared":
         operator = lx.MatrixLinearOperator(H.T @ H / n + l2 * jnp.eye(m, dtype=H.dtype), lx.positive_semidefinite_tag)
-        solve = jax.vmap(lambda b: lx.linear_solve(operator, b, lx.Cholesky()).value, in_axes=1, out_axes=1)
-        return solve(H.T @ y / n)
+        def solve(b):
+            sol = lx.linear_solve(operator, b, lx.Cholesky(), throw=False)
+            return sol.value, result_code(sol.result)
+
+        a, results = jax.vmap(solve, in_axes=1, out_axes=(1, 0))(H.T @ y / n)
+        return a, jnp.max(results)
     ell = losses.get(loss)
     objective = lambda a, _: jnp.mean(ell(H @ a, y)) + 0.5 * l2 * jnp.sum(a**2)  # noqa: E731
     tol = 1e-10 if H.dtype == jnp.float64 else 1e-6
-    return optx.minimise(objective, optx.BFGS(rtol=tol, atol=tol), jnp.zeros((m, y.shape[1]), H.dtype),
-                         max_steps=1000, throw=False).value
+    sol = optx.minimise(objective, optx.BFGS(rtol=tol, atol=tol), jnp.zeros((m, y.shape[1]), H.dtype),
+                        max_steps=1000, throw=False)
+    return sol.value, jnp.asarray(result_code(sol.result))
 
 
 @eqx.filter_jit
@@ -76,8 +83,8 @@ def _draws(flow, data, pool, weights, keys, size, l2):
 
     def one(key):
         chosen = pool[jax.random.choice(key, pool.shape[0], (size,), p=weights / jnp.sum(weights))]
-        a = refit(features(flow, chosen, data.X, k), data.y, flow.loss, l2)
-        out = dict(zip(("train_risk", "train_accuracy"), scores(a, chosen, data.X, data.y)))
+        a, result = refit(features(flow, chosen, data.X, k), data.y, flow.loss, l2)
+        out = dict(zip(("train_risk", "train_accuracy"), scores(a, chosen, data.X, data.y)), result=result)
         if data.X_test is not None:
             out |= dict(zip(("test_risk", "test_accuracy"), scores(a, chosen, data.X_test, data.y_test)))
         return out
@@ -86,7 +93,7 @@ def _draws(flow, data, pool, weights, keys, size, l2):
 
 
 def repopulate(sol, m, how="importance", *, source=("learned", "initial"), problem: FlowProblem | None = None,
-               time=None, l2: float = 1e-6, draws: int = 1, key=0) -> xr.Dataset:
+               time=None, l2: float = 1e-6, draws: int = 1, key=0, throw: bool = False) -> Solution:
     """Neural feature repopulation (docs/flows/two-layer.md): draw m features θ_j = (w_j, b_j) from the learned
     distribution (the particles of `sol` at `time`) or from the initial one (`problem.init`), refit only the output
     layer by the convex solve of `refit`, and report the risks of the resulting width-m networks
@@ -108,10 +115,12 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
     - `l2`: ridge weight of the refit (> 0 keeps it well posed when features repeat).
     - `draws`: independent draws per setting, to average the sampling noise.
     - `key`: an integer seed or PRNG key.
+    - `throw`: raise `IntegrationError` (with the result attached) when a refit fails; by default it warns.
 
-    **Returns:** an `xarray.Dataset` with dims (m, how, source, draw): `train_risk`, and `test_risk` when the data
-    has test points (`train_accuracy` / `test_accuracy` for classification: several outputs or the logistic loss);
-    `full_train_risk` (`full_test_risk`) of the whole trained network at `time` for comparison.
+    **Returns:** a `Solution` whose `.dataset` has dims (m, how, source, draw): `train_risk`, and `test_risk` when the
+    data has test points (`train_accuracy` / `test_accuracy` for classification: several outputs or the logistic
+    loss); `full_train_risk` (`full_test_risk`) of the whole trained network at `time` for comparison; `result`, the
+    result code of each refit (lineax's Cholesky solve, or optimistix's BFGS for the logistic loss).
     """
     problem = getattr(sol, "problem", None) if problem is None else problem
     if not isinstance(problem, FlowProblem) or not isinstance(problem.flow, TwoLayer):
@@ -128,10 +137,21 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
         raise ValueError(f"`draws` must be a positive integer, got {draws!r}.")
     if not l2 > 0:
         raise ValueError(f"`l2` must be > 0, got {l2!r}.")
-    flow, data = problem.flow, problem.data
-    if not isinstance(data, Dataset):
+    if not isinstance(problem.data, Dataset):
         raise TypeError(f"`problem.data`: repopulate refits the output layer on finite training data (an mfpde.Dataset), "
-                        f"got {type(data).__name__}; for a Population, refit on a sample of it: `population.sample(key, n)`.")
+                        f"got {type(problem.data).__name__}; for a Population, refit on a sample of it: `population.sample(key, n)`.")
+    with Timer() as timer:
+        variables, coords, t, N = _repopulate(ds, problem, ms, hows, sources, time, l2, draws, key)
+    attrs = {**cf_attributes("neural feature repopulation", "mfpde.repopulate(Solution)"),
+             "time": t, "l2": l2, "n_particles": N, "loss": problem.flow.loss, "activation": problem.flow.activation,
+             "wall_time_s": timer.wall_time, "compile_time_s": timer.compile_time, "run_time_s": timer.run_time}
+    dataset = xr.Dataset(variables, coords=coords, attrs=attrs)
+    dataset.attrs["result_message"] = ", ".join(sorted({result_name(c) for c in np.ravel(dataset.result.values)}))
+    return warn_or_raise(Solution(dataset, problem), throw, "refit")
+
+
+def _repopulate(ds, problem, ms, hows, sources, time, l2, draws, key):
+    flow, data = problem.flow, problem.data
     k = data.k
     theta = ds.theta.dropna("time", how="all")
     theta = theta.isel(time=-1) if time is None else theta.sel(time=time, method="nearest")
@@ -148,6 +168,7 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
     classify = k > 1 or flow.loss == "logistic"
     shape = (len(ms), len(hows), len(sources), draws)
     out = {name: np.full(shape, np.nan) for name in ("train_risk", "test_risk", "train_accuracy", "test_accuracy")}
+    out["result"] = np.zeros(shape, np.int32)
     weights = {(h, name): importance(flow, pool, data.X, k) if h == "importance" else jnp.ones(pool.shape[0], pool.dtype)
                for h in hows for name, pool in pools.items()}
     for i, size in enumerate(ms):
@@ -165,6 +186,7 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
     keep = ["train_risk"] + (["test_risk"] if data.X_test is not None else [])
     keep += [name.replace("risk", "accuracy") for name in keep] if classify else []
     variables = {name: (dims, out[name], {"long_name": long_names[name], "units": "1"}) for name in keep}
+    variables["result"] = result_variable(out["result"], dims)
     ell = losses.get(flow.loss)
     masses = jnp.full((learned.shape[0],), 1.0 / learned.shape[0], learned.dtype)
     full_train = float(jnp.mean(ell(flow.predict(learned, masses, data.X, data), data.y)))
@@ -176,9 +198,4 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
               "how": ("how", np.array(hows, dtype=object), {"long_name": "how the features are drawn"}),
               "source": ("source", np.array(sources, dtype=object), {"long_name": "the features' distribution"}),
               "draw": ("draw", np.arange(draws), {"long_name": "draw index"})}
-    return xr.Dataset(variables, coords=coords, attrs={
-        **cf_attributes("neural feature repopulation", "mfpde.repopulate(Solution)"),
-        "time": float(theta.time), "l2": l2, "n_particles": int(learned.shape[0]),
-        "loss": flow.loss, "activation": flow.activation,
-    })
-
+    return variables, coords, float(theta.time), int(learned.shape[0])

@@ -18,11 +18,29 @@ from ._netcdf import (
     write_atomic,
 )
 
+SCALARS = ("objective", "convex_optimum", "gap", "relative_gap", "lower_bound", "full_train_risk", "full_test_risk")
 RESULT_NAMES = tuple(diffrax.RESULTS._name_to_item)  # shared numbering with diffrax, optimistix and lineax
+
+
+def result_code(result):
+    """The integer code of a diffrax, optimistix or lineax result (their shared numbering: `RESULT_NAMES`), as a
+    dataset's `result` variable stores it; traceable. Equinox's enumerations have no public integer, so this is the
+    one place that reads it."""
+    return result._value
 
 
 def result_name(code: int) -> str:
     return RESULT_NAMES[int(code)] if 0 <= int(code) < len(RESULT_NAMES) else f"unknown_{int(code)}"
+
+
+def result_variable(codes, dims: tuple[str, ...] = ()) -> xr.Variable:
+    """Result codes (diffrax's numbering, shared with optimistix and lineax) as a CF flag variable over `dims`."""
+    flag_attrs = {
+        "long_name": "solver result code",
+        "flag_values": np.arange(len(RESULT_NAMES), dtype=np.int32),
+        "flag_meanings": " ".join(RESULT_NAMES),
+    }
+    return xr.Variable(dims, np.asarray(codes, dtype=np.int32), flag_attrs)
 
 
 @functools.cache
@@ -75,12 +93,7 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
     data_vars = {name: xr.Variable(dims, _at_precision(values), attrs) for name, (dims, values, attrs) in variables.items()}
     for name, value in stats.items():
         if name == "result":
-            flag_attrs = {
-                "long_name": "solver result code",
-                "flag_values": np.arange(len(RESULT_NAMES), dtype=np.int32),
-                "flag_meanings": " ".join(RESULT_NAMES),
-            }
-            data_vars[name] = xr.Variable(stat_dims, np.asarray(value, dtype=np.int32), flag_attrs)
+            data_vars[name] = result_variable(value, stat_dims)
         else:
             data_vars[name] = xr.Variable(stat_dims, np.asarray(value, dtype=np.int64), {"long_name": name.replace("_", " "), "units": "1"})
     coord_vars = {}
@@ -123,7 +136,8 @@ class IntegrationError(RuntimeError):
 
 
 class Solution:
-    """The result of `mfpde.solve`: a labelled `xarray.Dataset` (`.dataset`) with NetCDF I/O and quick plots.
+    """The result of `mfpde.solve`, `mfpde.certify` and `mfpde.repopulate`: a labelled `xarray.Dataset`
+    (`.dataset`) with NetCDF I/O and quick plots.
 
     A failed or interrupted integration still returns a Solution: the times it did not reach hold NaN, and
     `result` (a CF flag variable, diffrax's numbering) says why it stopped.
@@ -154,7 +168,8 @@ class Solution:
         return write_atomic(self.dataset, path)
 
     def summary(self) -> str:
-        """A few lines: final loss, steps, result, wall and compile time."""
+        """A few lines: final loss (or a certificate's gap, a repopulation's full risks), steps, result, wall and
+        compile time."""
         ds = self.dataset
         lines = [ds.attrs.get("title", "mfpde solution")]
         for name in ("loss", "risk", "free_energy", "test_loss"):
@@ -165,6 +180,9 @@ class Solution:
                 finite = ds[name].dropna("time")
                 if finite.size:
                     lines.append(f"  {name:<12} {float(finite[0]):.6g} -> {float(finite[-1]):.6g} (t = {float(finite.time[-1]):g})")
+        for name in SCALARS:
+            if name in ds and ds[name].ndim == 0:
+                lines.append(f"  {name:<12} {float(ds[name]):.6g}")
         if "num_steps" in ds:
             lines.append(f"  steps        {int(ds.num_steps.sum())} ({int(ds.get('num_rejected_steps', 0).sum())} rejected)")
         lines.append(f"  result       {self.message}")

@@ -12,7 +12,7 @@ import xarray as xr
 import mfpde
 from mfpde.extend import ChunkStore, is_solver_parameter
 
-from ._integrate import NONFINITE, brownian_tree
+from ._integrate import NONFINITE, AbstractWrappedController, brownian_tree
 
 
 def _problem_values(values: dict) -> dict:
@@ -67,8 +67,9 @@ class MaxRMSNorm(eqx.Module):
         ‖e‖ = max_b (mean_i e_{b,i}²)^{1/2},   e the flat error of `points` stacked states,
 
     so that a step is accepted only when every point meets the tolerance. A non-finite error of any point gives
-    +∞: the step is rejected and retried smaller, as that point alone would be (`finite_rms_norm`). Pass it as
-    `norm=` of a `diffrax.PIDController` given to a study with `batch_stepping="shared"`.
+    +∞: the step is rejected and retried smaller, as that point alone would be (`finite_rms_norm`); a point still
+    non-finite at the smallest steps leaves the batch (`SharedSteps`). Pass it as `norm=` of a
+    `diffrax.PIDController` given to a study with `batch_stepping="shared"`.
     """
 
     points: int = eqx.field(static=True)
@@ -76,6 +77,43 @@ class MaxRMSNorm(eqx.Module):
     def __call__(self, error):
         per_point = jnp.sqrt(jnp.mean(jnp.square(error.reshape(self.points, -1)), axis=1))
         return jnp.max(jnp.where(jnp.isfinite(per_point), per_point, jnp.inf))
+
+
+class SharedSteps(AbstractWrappedController):
+    """`controller` over a batch stepped together, with a way out for a point that dies.
+
+    A step whose error is not finite for some point is rejected and retried smaller (`MaxRMSNorm`), as that point
+    alone would be. Once the step is below `floor` × the span and a point's candidate state or error is still not
+    finite, that point is marked failed: its non-finite candidate is accepted, `StackedSystem` freezes it, and from
+    then on it is left out of the error control (its states and error count as zero), so the others go on at the
+    steps they need. Its saves before that time are kept; its result is `nonfinite`.
+    """
+
+    controller: diffrax.AbstractAdaptiveStepSizeController
+    points: int = eqx.field(static=True)
+    floor: float = eqx.field(static=True, default=1e-9)
+
+    def wrap(self, direction):
+        return SharedSteps(self.controller.wrap(direction), self.points, self.floor)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        first, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return first, (state, self.floor * jnp.abs(t1 - t0))
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        state, smallest = controller_state
+        finite = lambda y: jnp.all(jnp.isfinite(y.reshape(self.points, -1)), axis=1)  # noqa: E731
+        dead = ~finite(y0)
+        failing = ~finite(y1_candidate) if y_error is None else ~(finite(y1_candidate) & finite(y_error))
+        out = dead | (failing & (jnp.abs(t1 - t0) <= smallest))
+
+        def without(y):
+            return jnp.where(out[:, None], 0.0, y.reshape(self.points, -1)).reshape(y.shape)
+
+        keep, next_t0, next_t1, jump, state, result = self.controller.adapt_step_size(
+            t0, t1, without(y0), without(y1_candidate), args, None if y_error is None else without(y_error),
+            error_order, state)
+        return keep, next_t0, next_t1, jump, (state, smallest), result
 
 
 class SeedBrownianPaths(diffrax.AbstractBrownianPath):

@@ -15,7 +15,7 @@ import numpy as np
 
 from mfpde.extend import ChunkStore, fingerprint, flatten_attrs, numerics
 
-from ._batches import run_ensemble
+from ._batches import MaxRMSNorm, SharedSteps, run_ensemble
 from ._integrate import implicit_solver, integrate_adaptive, integrate_scan, probe_velocity
 from ._tolerances import tolerance
 
@@ -81,6 +81,8 @@ def integrator(algorithm, *, ts, dtype, noisy: bool, save: bool, span, probe, so
             diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.1, icoeff=0.3, norm=norm), step_ts=ts)
     elif stepsize_controller is None:
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
+    if isinstance(norm, MaxRMSNorm) and isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController):
+        stepsize_controller = SharedSteps(stepsize_controller, norm.points)
     length = float(span[1] - span[0])
     integrate = jax.tree_util.Partial(
         integrate_adaptive, ts=ts, solver=solver, controller=stepsize_controller,

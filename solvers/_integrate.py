@@ -12,8 +12,29 @@ import lineax as lx
 import numpy as np
 import optimistix as optx
 
-NONFINITE = diffrax.RESULTS._name_to_item["nonfinite"]._value
-_EVENT = diffrax.RESULTS._name_to_item["event_occurred"]._value
+from mfpde.extend import result_code
+
+NONFINITE = result_code(diffrax.RESULTS.nonfinite)
+_EVENT = result_code(diffrax.RESULTS.event_occurred)
+
+
+class AbstractWrappedController(diffrax.AbstractAdaptiveStepSizeController):
+    """An adaptive step-size controller that adjusts the decisions of `controller`, whose tolerances and norm are
+    its own (so an implicit solver's root finder reads them as usual)."""
+
+    controller: eqx.AbstractVar[diffrax.AbstractAdaptiveStepSizeController]
+
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
 
 
 def as_key(key):
@@ -128,7 +149,7 @@ def solve_stats(sol: diffrax.Solution) -> dict:
         "num_steps": sol.stats["num_steps"],
         "num_accepted_steps": sol.stats["num_accepted_steps"],
         "num_rejected_steps": sol.stats["num_rejected_steps"],
-        "result": jnp.where(sol.result._value == _EVENT, NONFINITE, sol.result._value),
+        "result": jnp.where(result_code(sol.result) == _EVENT, NONFINITE, result_code(sol.result)),
     }
 
 

@@ -9,7 +9,7 @@ import scipy.optimize
 import scipy.special
 
 import mfpde
-from mfpde.extend import make_dataset
+from mfpde.extend import make_dataset, result_code
 
 from ._driver import check_counts
 from ._stationary import AbstractStationaryAlgorithm, AbstractStationarySystem, solve_stationary
@@ -359,15 +359,15 @@ def _simplex_program(Phi, Y, cost, lam, tau, solver, noisy: bool, max_steps, rou
         violated = (grad < grad @ p).astype(p.dtype)
         p = 0.9 * p + 0.1 * violated / jnp.maximum(jnp.sum(violated), 1.0)
         restart = jnp.log(p) if noisy else jnp.sqrt(p)
-        return restart, count + 1, value - lower, value, steps, sol.result._value, z
+        return restart, count + 1, value - lower, value, steps, result_code(sol.result), z
 
     inf = jnp.asarray(jnp.inf, Phi.dtype)
     start = jnp.ones(A, Phi.dtype)  # the uniform density in either parametrisation
     _, used, gap, value, steps, result, z = jax.lax.while_loop(unsolved, round_, (start, 0, inf, inf, 0, 0, start))
     # The certificate decides: an inner solver that hit its budget on the way does not fail a certified optimum.
     certified = gap <= gap_rtol * jnp.abs(value)
-    failed = jnp.where(result == optx.RESULTS.successful._value, optx.RESULTS.nonlinear_max_steps_reached._value, result)
-    result = jnp.where(certified, optx.RESULTS.successful._value, failed)
+    successful, budget = result_code(optx.RESULTS.successful), result_code(optx.RESULTS.nonlinear_max_steps_reached)
+    result = jnp.where(certified, successful, jnp.where(result == successful, budget, result))
     p = simplex(z)
     Z = _reduced_objective(p, Phi, Y, cost, lam)[1]
     objective_value, lower = certificate(p)

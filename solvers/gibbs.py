@@ -11,7 +11,7 @@ import numpy as np
 import optimistix as optx
 
 import mfpde
-from mfpde.extend import is_concrete
+from mfpde.extend import is_concrete, result_code
 
 from ._grid_ops import sg_rate
 from ._stationary import (AbstractStationaryAlgorithm, AbstractStationarySystem, check_measure_flow,
@@ -159,7 +159,7 @@ class _GibbsSystem(AbstractStationarySystem):
         observed = dict(system.observe(None, m))
         observed.update(residual=jnp.max(jnp.abs(sol.value - masses)), flux_residual=jnp.max(jnp.abs(rate)) / jnp.max(m),
                         mass_on_walls=_wall_mass(m, system.periodic))
-        return observed, {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
+        return observed, {"num_steps": sol.stats["num_steps"], "result": result_code(sol.result)}
 
 
 def _wall_mass(m, periodic):

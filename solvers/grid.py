@@ -15,7 +15,14 @@ from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_o
 from ._driver import MAX_STEPS, check_counts
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
-from ._integrate import NONFINITE_EVENT, as_key, as_progress_meter, implicit_solver, solve_stats
+from ._integrate import (
+    NONFINITE_EVENT,
+    AbstractWrappedController,
+    as_key,
+    as_progress_meter,
+    implicit_solver,
+    solve_stats,
+)
 from ._tolerances import tolerance
 
 
@@ -81,7 +88,8 @@ class Grid(mfpde.AbstractAlgorithm):
       stability (its transport rate |ΔΦ|/h² on faces with cell Péclet number |ΔΦ|/τ > 1, times the span), the whole
       flux goes implicit: `Kvaerno5` with a Newton–GMRES stage solve (lineax), matrix-free.
     - τ = 0 (pure upwind transport, no stiffness): `Heun`, with the step capped at 1/(largest outflow rate of a
-      cell), where each Euler stage and so their average keep the masses non-negative.
+      cell), where each Euler stage and so their average keep the masses non-negative: once for a potential that
+      does not depend on the masses, at every step (`TransportCap`) for an interacting flow.
 
     Timings against py-pde on the 2D Ornstein–Uhlenbeck problem are in `benchmarks/RESULTS.md`
     (`benchmarks/grid_vs_pypde.py`).
@@ -338,14 +346,16 @@ class Grid(mfpde.AbstractAlgorithm):
         attrs = {}
         with Timer() as timer:
             span = float(problem.tspan[1] - problem.tspan[0])
-            dtmax = None
-            if solver is None and not float(flow.temperature) > 0:
+            capped = solver is None and not float(flow.temperature) > 0
+            if capped:
                 # Pure transport (upwind): Heun is a convex combination of Euler steps, which keep masses
-                # non-negative for dt ≤ 1/(largest outflow rate of a cell): that is the default's step cap.
+                # non-negative for dt ≤ 1/(largest outflow rate of a cell): the default caps every step so.
                 solver = diffrax.Heun()
                 rate = float(_outflow_rate(system, jnp.asarray(m0, dtype)))
                 dtmax = 1.0 / rate if rate > 0 else None
-                attrs["transport_dtmax"] = dtmax
+                # Without interaction the potential, and so the cap, is the same for every density: take it once.
+                interacting = bool(_interacting(system, jnp.asarray(m0, dtype)))
+                attrs.update(transport_dtmax=dtmax, transport_cap="every step" if interacting else "constant")
             elif solver is None:
                 steps = float(_explicit_steps(system, jnp.asarray(m0, dtype))) * span
                 stiff = steps > self.stiff_steps
@@ -353,11 +363,18 @@ class Grid(mfpde.AbstractAlgorithm):
                 solver = implicit_solver(gmres_atol=1e-12) if stiff else default_solver(
                     SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype))
             if stepsize_controller is None:
+                constant_cap = capped and not interacting and dtmax is not None
                 stepsize_controller = diffrax.PIDController(
-                    rtol=rtol, atol=atol, dtmax=None if dtmax is None else jnp.asarray(dtmax, dtype))
+                    rtol=rtol, atol=atol, dtmax=jnp.asarray(dtmax, dtype) if constant_cap else None)
+                described = repr(stepsize_controller)
+                if capped and interacting:
+                    stepsize_controller = TransportCap(stepsize_controller, system)
+                    described = f"TransportCap({described})"
+            else:
+                described = repr(stepsize_controller)
             imex = is_imex(solver)
             attrs.update({
-                "solver": type(solver).__name__, "stepsize_controller": repr(stepsize_controller), "rtol": rtol,
+                "solver": type(solver).__name__, "stepsize_controller": described, "rtol": rtol,
                 "atol": atol, "max_steps": max_steps, "imex_split": imex, "axes": list(axes),
                 "cell_volume": self.cell_volume, "initial_mass_outside": outside, "initial_mass_outside_method": how,
             })
@@ -400,6 +417,43 @@ def _outflow_rate(system, m):
         # forward leaves the lower cell of each face, backward the upper one
         total = total + _face_to_cells(forward, backward, axis, per)
     return jnp.max(total)
+
+
+@eqx.filter_jit
+def _interacting(system, m):
+    """Whether the potential Φ = ∂R/∂m depends on the masses: it differs between m and the uniform masses (an
+    energy linear in m, ∫V dρ, gives the same Φ for both to rounding)."""
+    uniform = jnp.full_like(m, jnp.sum(m) / m.size)
+    phi, other = system.potential(m), system.potential(uniform)
+    scale = jnp.max(jnp.abs(phi)) + jnp.finfo(m.dtype).tiny
+    return jnp.max(jnp.abs(phi - other)) > 1e3 * jnp.finfo(m.dtype).eps * scale
+
+
+class TransportCap(AbstractWrappedController):
+    """`controller`'s steps, each capped at 1/(largest outflow rate of a cell) of the masses it starts from, where
+    the upwind (τ = 0) Euler stages, and so Heun's average of them, keep every mass non-negative. The rate is taken
+    afresh at every step: an interacting flow's rate grows as its mass gathers (an aggregation's by ×3 and more), so
+    a cap from the initial density alone lets large steps drive masses negative."""
+
+    controller: diffrax.AbstractAdaptiveStepSizeController
+    system: eqx.Module
+
+    def wrap(self, direction):
+        return TransportCap(self.controller.wrap(direction), self.system)
+
+    def _cap(self, t0, t1, m):
+        rate = _outflow_rate(self.system, m)
+        return jnp.where(rate > 0, jnp.minimum(t1, t0 + 1 / jnp.where(rate > 0, rate, 1.0)), t1)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        t1, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return self._cap(t0, t1, y0), state
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        keep, next_t0, next_t1, jump, state, result = self.controller.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state)
+        start = jnp.where(keep, y1_candidate, y0)
+        return keep, next_t0, self._cap(next_t0, next_t1, start), jump, state, result
 
 
 def _face_to_cells(leaving_lower, leaving_upper, axis, periodic):

@@ -7,7 +7,7 @@ import numpy as np
 import optimistix as optx
 
 import mfpde
-from mfpde.extend import is_concrete, make_dataset
+from mfpde.extend import is_concrete, make_dataset, result_code
 
 from ._stationary import (AbstractStationaryAlgorithm, AbstractStationarySystem, check_measure_flow,
                           solve_stationary)
@@ -141,7 +141,7 @@ class _ParticleSystem(AbstractStationarySystem):
         observed.update(theta=theta, theta_init=theta0, velocity=v,
                         energy=flow.energy(theta, masses, data, chunk_size=chunk_size),
                         velocity_max=jnp.max(speed), velocity_rms=jnp.sqrt(jnp.mean(speed**2)))
-        return observed, {"num_steps": sol.stats["num_steps"], "result": sol.result._value}
+        return observed, {"num_steps": sol.stats["num_steps"], "result": result_code(sol.result)}
 
 
 _DESCRIPTIONS = {

@@ -133,7 +133,8 @@ class Particles(mfpde.AbstractAlgorithm):
           that norm too), and the points with the same seed share one draw of their Brownian path per step. The
           noise then costs one tree descent per distinct seed, not per point: in a temperature × seed sweep it
           drops by the number of temperatures. Each point agrees with its single solve to the solver's tolerance,
-          not to rounding.
+          not to rounding. A point whose state stops being finite even at the smallest steps (10⁻⁹ of the span) is
+          marked failed (`nonfinite`) and leaves the error control, keeping its earlier saves; the others go on.
         - `directory`: for an `mfpde.EnsembleProblem`, a folder where each finished batch is written at once (one
           NetCDF file per batch, atomically); solving the same study again with the same folder skips the batches
           already there, so an interrupted study resumes and the merged result equals an uninterrupted run.

@@ -99,12 +99,11 @@ KINDS = {
 def test_file_passes_the_cf_checker_and_reads_back_identical(tmp_path, two_layer, kind):
     result = KINDS[kind](two_layer)
     path = tmp_path / f"{kind}.nc"
-    if isinstance(result, mfpde.Solution):
-        result.to_netcdf(path)
-        dataset, back = result.dataset, mfpde.load(path).dataset
-    else:  # certify and repopulate return datasets, which a user writes with xarray
-        result.to_netcdf(path)
-        dataset, back = result, xr.load_dataset(path, decode_times=False)
+    # Every kind, certificates and repopulations too, is a Solution with its problem and result code.
+    assert isinstance(result, mfpde.Solution) and result.problem is not None, type(result)
+    assert result.success and result.dataset.result.attrs["flag_meanings"].startswith("successful")
+    result.to_netcdf(path)
+    dataset, back = result.dataset, mfpde.load(path).dataset
     xr.testing.assert_identical(back, dataset)
     failures, raised = _cf_failures(path)
     assert not failures, "\n".join(failures)

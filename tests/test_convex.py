@@ -81,6 +81,8 @@ def test_certify_lower_bounds_the_flow_and_the_gap_closes():
     times = [0.0, 10.0, 100.0, 400.0]
     sol = mfpde.solve(prob, Particles(n=48, save_state=True), saveat=times, rtol=1e-8, atol=1e-10)
     checks = [mfpde.certify(sol, Convex(), time=t) for t in times]
+    assert all(c.success for c in checks) and "gap" in checks[0].summary()
+    checks = [c.dataset for c in checks]
     gaps = [float(c.gap) for c in checks]
     for c, t in zip(checks, times):
         np.testing.assert_allclose(float(c.objective), float(sol.dataset.risk.sel(time=t)), rtol=1e-10)
@@ -180,7 +182,7 @@ def test_certify_feature_flow():
     flow = mfpde.flows.FeatureResNet(activations=("tanh", "tanh"), penalty="convex", l2=0.01)
     prob = mfpde.FlowProblem(flow, data, mfpde.measures.DiverseFeatures(output_std=0.1), (0.0, 100.0))
     sol = mfpde.solve(prob, Units(n=(10, 10), save_state=True), saveat=[0.0, 10.0, 100.0])
-    checks = [mfpde.certify(sol, Convex(), time=t) for t in (0.0, 10.0, 100.0)]
+    checks = [mfpde.certify(sol, Convex(), time=t).dataset for t in (0.0, 10.0, 100.0)]
     for c, t in zip(checks, (0.0, 10.0, 100.0)):
         np.testing.assert_allclose(float(c.objective), float(sol.dataset.risk.sel(time=t)), rtol=1e-10)
         assert float(c.gap) > 0 and float(c.convex_duality_gap) < 1e-7 * float(c.objective)

@@ -198,6 +198,25 @@ def test_a_step_that_overflows_is_rejected_and_the_point_recovers(stepping):
                                    rtol=1e-5)
 
 
+def test_a_point_that_dies_in_a_shared_batch_leaves_it_with_its_partial_result():
+    """dθ/dt = 1 while θ < 1 (exactly θ₀ + t); beyond 1 the velocity is NaN. The point from θ₀ = 0.5 cannot pass
+    θ = 1 at any step: it is marked failed at the smallest step, keeps what it computed before, and the batch's
+    other point, from θ₀ = −10, runs on at the steps it needs alone (were it held back, both would end at
+    max_steps)."""
+    flow = mfpde.flows.Potential(potential=lambda th: jnp.sum(-th + 0.0 * jnp.sqrt(1.0 - th)), dim=1)
+    prob = mfpde.FlowProblem(flow, None, mfpde.measures.Gaussian(mean=0.5, std=0.0), (0.0, 2.0))
+    study = mfpde.EnsembleProblem(prob, sweep={"init.mean": [0.5, -10.0]})
+    with pytest.warns(RuntimeWarning, match="nonfinite"):
+        ds = mfpde.solve(study, Particles(n=2), saveat=[0.25, 2.0], batch_stepping="shared", max_steps=2000,
+                         solver=diffrax.Tsit5()).dataset
+    assert list(ds.result.values) == [9, 0], ds.result.values
+    dead, alive = ds.theta_mean.sel(init_mean=0.5).values[:, 0], ds.theta_mean.sel(init_mean=-10.0).values[:, 0]
+    np.testing.assert_allclose(dead[0], 0.75, rtol=1e-12)
+    assert np.isnan(dead[1])
+    np.testing.assert_allclose(alive, [-9.75, -8.0], rtol=1e-12)
+    assert int(ds.num_steps.sel(init_mean=-10.0)) < 200
+
+
 def test_study_progress_bar_counts_points_and_batches(capfd):
     study = mfpde.EnsembleProblem(_problem(), sweep={"l2": [0.0, 0.1, 0.2]})
     mfpde.solve(study, Particles(n=4, method="scan", dt=0.5), saveat=[2.0], batch_size=2, progress_meter=True)

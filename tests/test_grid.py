@@ -7,12 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.fft
 import xarray as xr
 from scipy.special import ndtr
 
 import mfpde
 from solvers import Grid, Particles
-from solvers._grid_ops import SpectralDiffusion, bernoulli, sg_rate
+from solvers._grid_ops import SpectralDiffusion, _dct, _idct, bernoulli, sg_rate
 from solvers.grid import _GridSystem, default_solver
 
 KAPPA, TAU, T = 1.0, 0.5, 1.0
@@ -72,6 +73,17 @@ def test_bernoulli_is_accurate_everywhere():
     # B(−z) = e^z B(z): the identity behind exact stationarity of exp(−Φ/τ).
     zz = jnp.linspace(-40.0, 40.0, 81)
     np.testing.assert_allclose(bernoulli(-zz), jnp.exp(zz) * bernoulli(zz), rtol=1e-13)
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+def test_own_cosine_transform_is_scipys_type_two(n):
+    """The FFT-based DCT kept for speed (benchmarks/dct.py) equals SciPy's type-II DCT (unnormalised: twice ours)
+    along either axis, and its inverse inverts it, for even and odd lengths."""
+    x = np.random.default_rng(n).normal(size=(n, 3))
+    for axis in (0, 1):
+        np.testing.assert_allclose(2 * np.asarray(_dct(jnp.asarray(x), axis)), scipy.fft.dct(x, type=2, axis=axis),
+                                   atol=1e-13)
+        np.testing.assert_allclose(_idct(_dct(jnp.asarray(x), axis), axis), x, atol=1e-13)
 
 
 @pytest.mark.parametrize("cells, periodic", [((40,), (False,)), ((12, 10), (False, True)), ((6, 5, 7), (True, False, False))])
@@ -235,7 +247,7 @@ def test_zero_temperature_is_upwind_transport():
     for n in (100, 200):
         grid = Grid(bounds=((-4.0, 4.0),), cells=n)
         ds = mfpde.solve(_ou_problem(1, temperature=0.0), grid, saveat=[0.0, T]).dataset
-        assert ds.attrs["solver"] == "Heun"
+        assert ds.attrs["solver"] == "Heun" and ds.attrs["transport_cap"] == "constant"
         assert float(ds.density.min()) >= 0.0
         assert float(np.max(np.abs(ds.mass.values - 1.0))) <= 1e-12
         # No entropy at τ = 0: F = R = Σ_k m_k κθ_k²/2, written out from the saved density.
@@ -244,6 +256,33 @@ def test_zero_temperature_is_upwind_transport():
         np.testing.assert_allclose(ds.risk, by_hand, rtol=1e-12)
         errors.append(abs(float(ds.theta_mean.sel(time=T)[0]) - MEAN0[0] * np.exp(-KAPPA * T)))
     assert errors[1] < 0.015 and 1.7 < errors[0] / errors[1] < 2.3, errors
+
+
+class _Aggregation(mfpde.flows.AbstractFlow):
+    """R(ρ) = −½ ∬ exp(−|θ − θ'|²/(2ε²)) dρ dρ: a narrow attraction, whose velocity steepens as mass gathers."""
+
+    eps: float = 0.2
+    temperature: float = 0.0
+
+    def groups(self, data):
+        return {"x": 1}
+
+    def energy(self, theta, masses, data, *, chunk_size=None):
+        d2 = jnp.sum((theta[:, None, :] - theta[None, :, :]) ** 2, axis=-1)
+        return -0.5 * masses @ jnp.exp(-d2 / (2 * self.eps**2)) @ masses
+
+
+def test_zero_temperature_step_cap_follows_the_density():
+    """Upwind Euler stages keep masses non-negative only for dt ≤ 1/(largest outflow rate), and under aggregation
+    that rate grows as the mass gathers (×3 here): a cap taken from the initial density alone let a loose
+    tolerance's steps drive masses to −9e-5."""
+    prob = mfpde.FlowProblem(_Aggregation(), None, mfpde.measures.Gaussian(std=0.7), (0.0, 5.0))
+    ds = mfpde.solve(prob, Grid(bounds=((-4.0, 4.0),), cells=80), saveat=np.linspace(0.0, 5.0, 11), rtol=1e-2).dataset
+    assert ds.attrs["transport_cap"] == "every step"
+    masses = ds.density.values * 0.1
+    assert masses[-1].max() > 5 * masses[0].max()  # the mass has gathered
+    assert masses.min() >= 0.0, masses.min(axis=1)
+    assert float(np.max(np.abs(ds.mass.values - 1.0))) <= 1e-12
 
 
 # --- grid against particles ------------------------------------------------------------------------------------

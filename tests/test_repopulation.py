@@ -24,14 +24,18 @@ def test_squared_refit_is_the_ridge_solution():
     rng = np.random.default_rng(0)
     H, y = rng.normal(size=(50, 8)), rng.normal(size=(50, 2))
     expected = np.linalg.solve(H.T @ H / 50 + 1e-3 * np.eye(8), H.T @ y / 50)
-    np.testing.assert_allclose(refit(jnp.asarray(H), jnp.asarray(y), "squared", 1e-3), expected, rtol=1e-10)
+    a, result = refit(jnp.asarray(H), jnp.asarray(y), "squared", 1e-3)
+    np.testing.assert_allclose(a, expected, rtol=1e-10)
+    assert int(result) == 0
 
 
 def test_logistic_refit_is_the_convex_minimiser():
     rng = np.random.default_rng(1)
     H = rng.normal(size=(80, 5))
     y = np.sign(H @ rng.normal(size=5) + 0.5 * rng.normal(size=80))[:, None]
-    a = np.asarray(refit(jnp.asarray(H), jnp.asarray(y), "logistic", 1e-2))
+    a, result = refit(jnp.asarray(H), jnp.asarray(y), "logistic", 1e-2)
+    assert int(result) == 0
+    a = np.asarray(a)
 
     def objective(v):
         return np.mean(np.logaddexp(0.0, -y[:, 0] * (H @ v))) + 0.5e-2 * v @ v
@@ -42,6 +46,9 @@ def test_logistic_refit_is_the_convex_minimiser():
 
 def test_learned_features_beat_initial_ones(trained):
     out = mfpde.repopulate(trained, [10, 40], how=("uniform", "importance"), draws=4, key=1)
+    assert isinstance(out, mfpde.Solution) and out.success and out.problem is trained.problem
+    assert "full_train_risk" in out.summary()
+    out = out.dataset
     assert out.test_risk.dims == ("m", "how", "source", "draw") and "test_accuracy" not in out
     mean = out.test_risk.mean("draw")
     # The trained network has concentrated its features where the teacher's are: drawing from the learned
@@ -51,6 +58,21 @@ def test_learned_features_beat_initial_ones(trained):
     assert np.all(mean.sel(m=40) < mean.sel(m=10))
     assert float(out.full_test_risk) < float(mean.sel(m=10, source="initial").min())
     np.testing.assert_allclose(float(out.full_train_risk), float(trained.dataset.loss[-1]), rtol=1e-10)
+
+
+def test_a_failed_refit_is_reported_with_what_was_computed(trained):
+    """Features that are not finite make every refit fail: the result says so (lineax's and optimistix's codes),
+    a warning is given, and with throw=True the error carries the computed result."""
+    broken = trained.dataset.copy(deep=True)
+    broken["theta"].loc[{"param": broken.param.values[-1]}] = np.nan  # one input weight of every particle
+    broken = mfpde.Solution(broken, trained.problem)
+    with pytest.warns(RuntimeWarning, match="refit stopped early"):
+        out = mfpde.repopulate(broken, 5, how="uniform", source="learned", draws=2)
+    assert not out.success and np.all(out.dataset.result.values != 0), out.dataset.result.values
+    assert out.dataset.train_risk.shape == (1, 1, 1, 2)
+    with pytest.raises(mfpde.IntegrationError) as error:
+        mfpde.repopulate(broken, 5, how="uniform", source="learned", throw=True)
+    assert not error.value.solution.success
 
 
 def test_importance_ignores_neurons_that_carry_nothing():
@@ -68,7 +90,7 @@ def test_classification_reports_accuracy():
     flow = mfpde.flows.TwoLayer(activation="tanh", l2=1e-3)
     problem = mfpde.FlowProblem(flow, data, mfpde.measures.Gaussian(std=0.3), (0.0, 2.0))
     sol = mfpde.solve(problem, Particles(n=64, save_state=True), saveat=[0.0, 2.0])
-    out = mfpde.repopulate(sol, 20, how="uniform", source="learned")
+    out = mfpde.repopulate(sol, 20, how="uniform", source="learned").dataset
     assert 0.8 < float(out.test_accuracy.squeeze()) <= 1.0
     assert out.sizes == {"m": 1, "how": 1, "source": 1, "draw": 1}
 
@@ -87,7 +109,7 @@ def test_bad_input(trained, tmp_path):
     with pytest.raises(ValueError, match="`problem`.*problem="):
         mfpde.repopulate(loaded, 10)
     out = mfpde.repopulate(loaded, 10, problem=trained.problem, key=3)
-    np.testing.assert_allclose(out.train_risk, mfpde.repopulate(trained, 10, key=3).train_risk)
+    np.testing.assert_allclose(out.dataset.train_risk, mfpde.repopulate(trained, 10, key=3).dataset.train_risk)
     without = mfpde.solve(trained.problem, Particles(n=16), saveat=[0.0, 1.0])
     with pytest.raises(ValueError, match="`sol` holds no particles.*save_state"):
         mfpde.repopulate(without, 10)
