@@ -366,15 +366,11 @@ class Grid(mfpde.AbstractAlgorithm):
                 constant_cap = capped and not interacting and dtmax is not None
                 stepsize_controller = diffrax.PIDController(
                     rtol=rtol, atol=atol, dtmax=jnp.asarray(dtmax, dtype) if constant_cap else None)
-                described = repr(stepsize_controller)
                 if capped and interacting:
                     stepsize_controller = TransportCap(stepsize_controller, system)
-                    described = f"TransportCap({described})"
-            else:
-                described = repr(stepsize_controller)
             imex = is_imex(solver)
             attrs.update({
-                "solver": type(solver).__name__, "stepsize_controller": described, "rtol": rtol,
+                "solver": type(solver).__name__, "stepsize_controller": repr(stepsize_controller), "rtol": rtol,
                 "atol": atol, "max_steps": max_steps, "imex_split": imex, "axes": list(axes),
                 "cell_volume": self.cell_volume, "initial_mass_outside": outside, "initial_mass_outside_method": how,
             })
@@ -437,6 +433,9 @@ class TransportCap(AbstractWrappedController):
 
     controller: diffrax.AbstractAdaptiveStepSizeController
     system: eqx.Module
+
+    def __repr__(self):
+        return f"TransportCap({self.controller!r})"  # not the system, whose arrays are the data
 
     def wrap(self, direction):
         return TransportCap(self.controller.wrap(direction), self.system)
