@@ -12,7 +12,7 @@ import xarray as xr
 from . import activations, losses
 from ._dataset import Dataset
 from ._problem import FlowProblem
-from ._solution import Solution, cf_attributes, result_code, result_name, result_variable, warn_or_raise
+from ._solution import Solution, cf_attributes, result_code, result_message, result_variable, warn_or_raise
 from ._timing import Timer
 from .flows import TwoLayer
 
@@ -145,8 +145,8 @@ def repopulate(sol, m, how="importance", *, source=("learned", "initial"), probl
     attrs = {**cf_attributes("neural feature repopulation", "mfpde.repopulate(Solution)"),
              "time": t, "l2": l2, "n_particles": N, "loss": problem.flow.loss, "activation": problem.flow.activation,
              "wall_time_s": timer.wall_time, "compile_time_s": timer.compile_time, "run_time_s": timer.run_time}
+    attrs["result_message"] = result_message(variables["result"].values)
     dataset = xr.Dataset(variables, coords=coords, attrs=attrs)
-    dataset.attrs["result_message"] = ", ".join(sorted({result_name(c) for c in np.ravel(dataset.result.values)}))
     return warn_or_raise(Solution(dataset, problem), throw, "refit")
 
 

@@ -33,6 +33,11 @@ def result_name(code: int) -> str:
     return RESULT_NAMES[int(code)] if 0 <= int(code) < len(RESULT_NAMES) else f"unknown_{int(code)}"
 
 
+def result_message(codes) -> str:
+    """The names of the distinct result codes among `codes`, e.g. "successful, nonfinite" (a file's `result_message`)."""
+    return ", ".join(sorted({result_name(c) for c in np.ravel(codes)}))
+
+
 def result_variable(codes, dims: tuple[str, ...] = ()) -> xr.Variable:
     """Result codes (diffrax's numbering, shared with optimistix and lineax) as a CF flag variable over `dims`."""
     flag_attrs = {
@@ -109,7 +114,7 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
         data_vars.update({name: variable.copy(data=_at_precision(variable.values)) for name, variable in arrays.items()})
     global_attrs = {
         **cf_attributes(title, f"mfpde.solve({type(problem).__name__}, {type(algorithm).__name__})"),
-        "result_message": ", ".join(sorted({result_name(c) for c in np.ravel(stats.get("result", 0))})),
+        "result_message": result_message(stats.get("result", 0)),
         # A resumed run adds the wall time earlier calls spent on the results it read back (`resumed_wall_time_s`).
         "wall_time_s": timing.wall_time + attrs.get("resumed_wall_time_s", 0.0),
         "compile_time_s": timing.compile_time,
