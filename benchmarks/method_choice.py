@@ -20,7 +20,7 @@ solver's first solve in this process); steps = accepted + rejected; velocity eva
 Also: the current default (no solver passed: it probes the velocity and picks solver and tolerances), the previous
 default (Tsit5 at rtol 1e-6) on ReLU, the kink-aware setting passed explicitly (`--proposal`, also on the smooth
 flows, to show what a wrong verdict would cost), and the cost and verdicts of the probes run before a default solve:
-the stiffness probe (power iteration, 9 velocity evaluations), a kink probe (second differences of the velocity
+the stiffness probe (power iteration, stopped once it decides: 1 to 8 velocity evaluations), a kink probe (second differences of the velocity
 along random directions at two scales, several ε and directions), the library's own kink probe over several
 particle seeds, and an activation-level test for comparison.
 
@@ -54,12 +54,12 @@ from solvers._integrate import spectral_radius as _power_iteration  # noqa: E402
 
 
 @eqx.filter_jit
-def _stiffness_probe(system, y, t0):
-    return _power_iteration(system, y, t0, system.velocity(t0, y))
+def _stiffness_probe(system, y, t0, threshold):
+    return _power_iteration(system, y, t0, system.velocity(t0, y), threshold)
 
 
 try:  # the default's probes of the velocity in one program, where the library has them
-    from solvers._integrate import probe_velocity  # noqa: E402
+    from solvers._integrate import KINK_DEVIATION, probe_velocity  # noqa: E402
 except ImportError:
     probe_velocity = None
 
@@ -74,7 +74,7 @@ SOLVERS = {"Heun": diffrax.Heun, "Midpoint": diffrax.Midpoint, "Ralston": diffra
            "Tsit5": diffrax.Tsit5}
 EVALS_PER_STEP = {"Euler": 1, "Heun": 2, "Midpoint": 2, "Ralston": 2, "Bosh3": 3, "Tsit5": 6, "Dopri8": 12}
 FSAL = {"Bosh3", "Tsit5"}
-PROBE_EVALS = 9 if probe_velocity is None else 13  # v(y0), 8 power-iteration steps (and 4 for the kink probe)
+STIFF_STEPS = 10_000  # Particles' default `stiff_steps`: the probe decides whether λ > 3.5 · STIFF_STEPS / (t1 − t0)
 
 
 def parse_args(argv=None):
@@ -143,7 +143,8 @@ class Case:
         curve = ds[self.observable].values
         first = solver_name not in self.compiled
         self.compiled.add(solver_name)
-        choice = {k: ds.attrs[k] for k in ("rtol", "atol", "kink_ratio", "kinks_detected") if k in ds.attrs}
+        choice = {k: ds.attrs[k] for k in ("rtol", "atol", "kink_deviation", "kinks_detected", "stiffness_probe_iterations")
+                  if k in ds.attrs}
         return dict(curve=curve, steps=int(ds.num_steps), rejected=int(ds.num_rejected_steps), result=int(ds.result),
                     choice=choice,
                     run=float(ds.attrs["run_time_s"]), compile=float(ds.attrs["compile_time_s"]), first=first,
@@ -165,14 +166,13 @@ class _Flat(eqx.Module):
         return self.flow.velocity(t, theta, self.masses, self.data).reshape(-1)
 
 
-def evaluations(method, steps):
+def evaluations(method, steps, probe_evals=0):
     """Velocity evaluations of a solve: stages per step (FSAL counted once), plus the start of an adaptive solve
-    (the controller's initial-step choice, 2, and the FSAL first stage); the default adds the stiffness probe."""
+    (the controller's initial-step choice, 2, and the FSAL first stage); the default adds its probes'."""
     if method == "Euler":
         return steps
     name = method.split()[0]
-    base = EVALS_PER_STEP[name] * steps + 2 + (name in FSAL)
-    return base + (PROBE_EVALS if method.endswith("(default)") else 0)
+    return EVALS_PER_STEP[name] * steps + 2 + (name in FSAL) + probe_evals
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -247,14 +247,17 @@ def fixed_row(case, solver_name, rtol, atol, repeats, label, compile_times):
     t, runs = timed(case, r, repeats, solver_name, rtol=rtol, atol=atol)
     if rtol is None and "rtol" in r["choice"]:
         setting = f"chose {r['solver']}, rtol {float(r['choice']['rtol']):.0e}, atol {float(r['choice']['atol']):.0e}"
-        if "kink_ratio" in r["choice"]:
-            ratio, kinked = float(r["choice"]["kink_ratio"]), bool(r["choice"].get("kinks_detected"))
-            setting += f" (kink ratio {ratio:.2g}{', at rounding level' if ratio < 8 and not kinked else ''})"
+        if "kink_deviation" in r["choice"]:
+            deviation, kinked = float(r["choice"]["kink_deviation"]), bool(r["choice"].get("kinks_detected"))
+            rounding = deviation > KINK_DEVIATION and not kinked
+            setting += f" (kink deviation {deviation:.2g}{', at rounding level' if rounding else ''})"
     else:
         setting = "default tolerances" if rtol is None else f"rtol {rtol:.0e}, atol {atol:.0e}"
     log(f"  [{case.name}] {label}: {r['solver']}, {r['steps']} steps, error {r['err']:.2e}, {fmt_time(t)}")
+    # The default's probes: v(y0) and the four kink points, then the power iteration's steps.
+    probe_evals = 5 + int(r["choice"]["stiffness_probe_iterations"]) if "stiffness_probe_iterations" in r["choice"] else 0
     return dict(method=label, setting=setting, steps=r["steps"], err=r["err"], time=t,
-                compile=r["compile"] if r["first"] else None, runs=runs, solver=r["solver"])
+                compile=r["compile"] if r["first"] else None, runs=runs, solver=r["solver"], probe_evals=probe_evals)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -300,27 +303,30 @@ def probes(case, eps_list, seeds):
         ratios[eps] = [kink_verdict(kink_probe(system, case.y0, t0, jax.random.key(10_000 + s), eps))
                        for s in range(seeds)]
     key = jax.random.key(10_000)
-    t_spec = median_time(lambda: _stiffness_probe(system, case.y0, t0), 15)
+    threshold = jnp.asarray(3.5 * STIFF_STEPS / float(case.ts[-1] - case.ts[0]))
+    t_spec = median_time(lambda: _stiffness_probe(system, case.y0, t0, threshold), 15)
+    iterations = int(_stiffness_probe(system, case.y0, t0, threshold)[2])
     t_kink = median_time(lambda: kink_probe(system, case.y0, t0, key, 1e-2), 15)
     if probe_velocity is not None:  # the library's own probes, as the default runs them
-        t_both = median_time(lambda: probe_velocity(system, case.y0, t0), 15)
+        t_both = median_time(lambda: probe_velocity(system, case.y0, t0, threshold), 15)
     else:
         t_both = median_time(lambda: fused_probe(system, case.y0, t0, key, 1e-2), 15)
     velocity = eqx.filter_jit(lambda system, y: system.velocity(t0, y))
     t_vel = median_time(lambda: velocity(system, case.y0), 15)
-    return dict(ratios=ratios, spectral=t_spec, kink=t_kink, both=t_both, velocity=t_vel)
+    return dict(ratios=ratios, spectral=t_spec, kink=t_kink, both=t_both, velocity=t_vel, iterations=iterations)
 
 
 def library_verdicts(case, seeds):
-    """The library's kink probe on the ReLU velocity at particles drawn with seeds 0.. (its direction is drawn
-    orthogonal to the state, so a seed equal to the probe's own key is no blind spot)."""
+    """The library's kink probe (`kink_deviation`) on the case's velocity at particles drawn with seeds 0.. (its
+    direction is drawn orthogonal to the state, so a seed equal to the probe's own key is no blind spot)."""
     if probe_velocity is None:
         return None
     out = []
     for seed in range(seeds):
         other = Case(case.name, case.flow, case.data, case.n, seed, case.observable)
-        _, ratio, resolved = (float(x) for x in probe_velocity(other.velocity_system(), other.y0, jnp.asarray(0.0)))
-        out.append((seed, ratio, bool(resolved) and not 8 < ratio < 32))  # the library's verdict
+        threshold = jnp.asarray(3.5 * STIFF_STEPS / float(other.ts[-1] - other.ts[0]))
+        *_, deviation, resolved = (float(x) for x in probe_velocity(other.velocity_system(), other.y0, jnp.asarray(0.0), threshold))
+        out.append((seed, deviation, bool(resolved) and deviation > KINK_DEVIATION))  # the library's verdict
     return out
 
 
@@ -441,9 +447,10 @@ def main(argv=None):
             log(f"[{results[key]['case'].name}] probes: spectral {pr['spectral'] * 1e3:.2f} ms, kink "
                 f"{pr['kink'] * 1e3:.2f} ms, velocity {pr['velocity'] * 1e3:.3f} ms; ratios "
                 + "; ".join(f"eps {e:g}: " + ", ".join(f"{r:.1f}" for r, _ in v) for e, v in pr["ratios"].items()))
-    if "relu" in results:
-        results["relu"]["library_seeds"] = library_verdicts(relu, 6)
-        log(f"[relu] library kink probe by particle seed: {results['relu']['library_seeds']}")
+    for key in ("relu", "tanh", "ou"):
+        if key in results:
+            results[key]["library_seeds"] = library_verdicts(results[key]["case"], 6)
+            log(f"[{key}] library kink probe by particle seed: {results[key]['library_seeds']}")
     activations = activation_test()
 
     info["load_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
@@ -477,7 +484,7 @@ def _table(rows, euler_time):
         if row["steps"] is None:
             lines.append(f"| {row['method']} | {row['setting']} | — | — | — | — | — | — |")
             continue
-        evals = evaluations(_method_key(row), row["steps"])
+        evals = evaluations(_method_key(row), row["steps"], row.get("probe_evals", 0))
         err = "(the reference)" if row.get("is_ref") else "—" if row["err"] is None else f"{row['err']:.2e}"
         if row.get("next_err") is not None:
             err += f" (next rtol: {row['next_err']:.1e})"
@@ -500,8 +507,8 @@ def render(args, info, results, activations, compile_times, eps_list, seeds, pro
         f"`solver=` the loosest rtol of 1e-2, 1e-3, … (the error one rtol tighter in brackets). Run time: median of "
         f"{args.repeats} runs without compilation ({args.default_repeats} for the previous default on ReLU); compile: that solver's first solve in this process (— where it "
         f"was compiled by an earlier solve). Steps: accepted + rejected. Velocity evaluations: stages per step "
-        f"(Euler 1, Heun/Midpoint/Ralston 2, Bosh3 3, Tsit5 6), plus 3 at the start and the default's {PROBE_EVALS}-evaluation "
-        f"probe of the velocity.")
+        f"(Euler 1, Heun/Midpoint/Ralston 2, Bosh3 3, Tsit5 6), plus 3 at the start and the default's probes "
+        f"of the velocity (v(y0), four kink points, and the power iteration's steps until it decides).")
     lines.append("")
 
     r = results["relu"]
@@ -543,17 +550,18 @@ def render(args, info, results, activations, compile_times, eps_list, seeds, pro
     # Probes
     library = probe_velocity is not None
     lines.append("**Probes** (at the initial particles, jitted, median of 15 warm calls). Stiffness probe: the "
-                 "default's power iteration (9 velocity evaluations). Kink probe (this script's): r(h) = ‖v(y+hz) − "
+                 "default's power iteration, stopped once it decides whether λ exceeds 3.5·stiff_steps/(t1 − t0) "
+                 "(its steps in column *iterations*). Kink probe (this script's): r(h) = ‖v(y+hz) − "
                  "2v(y) + v(y−hz)‖ at h = ε·(1 + rms y) and h/4 (5 evaluations), z ~ N(0, I) with a seed independent "
                  "of the particles; verdict *kinked* when both lie above 64·u·‖v‖ (rounding) and r(h)/r(h/4) < 8 "
                  f"(smooth: 16; independent jumps adding in norm: 2). Ratios over {seeds} directions, min–max (∞: "
                  "linear to rounding). Both probes: " + ("the library's `probe_velocity` (stiffness and kink in one "
-                 "program, 13 evaluations)" if library else "the two in one program") + ", against the warm solve "
+                 "program, 5 evaluations + the iterations)" if library else "the two in one program") + ", against the warm solve "
                  "by the current default (for the large ReLU case, the kink-aware setting passed explicitly).")
     lines.append("")
-    head = "| case | velocity | stiffness probe | kink probe | " + " | ".join(f"ratio ε={e:g}" for e in eps_list)
+    head = "| case | velocity | stiffness probe | iterations | kink probe | " + " | ".join(f"ratio ε={e:g}" for e in eps_list)
     head += " | verdicts (kinked/all) | both probes | / default solve |"
-    lines += [head, "|---|---:|---:|---:|" + "---:|" * len(eps_list) + "---:|---:|---:|"]
+    lines += [head, "|---|---:|---:|---:|---:|" + "---:|" * len(eps_list) + "---:|---:|---:|"]
     probe_ok, separation_ok, worst = True, True, ("", 0.0)
     for key in ("relu", "big", "tanh", "ou"):
         if key not in results:
@@ -572,15 +580,20 @@ def render(args, info, results, activations, compile_times, eps_list, seeds, pro
         share = pr["both"] / solve["time"]
         probe_ok &= share <= PROBE_TARGET
         worst = max(worst, (c["case"].name, share), key=lambda w: w[1])
-        lines.append(f"| {c['case'].name} | {pr['velocity'] * 1e3:.3f} ms | {pr['spectral'] * 1e3:.2f} ms | "
+        lines.append(f"| {c['case'].name} | {pr['velocity'] * 1e3:.3f} ms | {pr['spectral'] * 1e3:.2f} ms | {pr['iterations']} | "
                      f"{pr['kink'] * 1e3:.2f} ms | " + " | ".join(cells) + f" | {kinked}/{total} (ε = 1e-2, 1e-3) | "
                      f"{pr['both'] * 1e3:.2f} ms | {share:.1%} |")
     lines.append("")
     seeds_lib = r.get("library_seeds")
-    if seeds_lib:
-        lines.append(f"The library's kink probe (ε = 1e-2, a direction orthogonal to the state; kinked unless 8 < ratio < 32) on the ReLU velocity at N = {r['case'].n}, "
-                     "particles drawn by `measures.Gaussian(std=1.0).sample(jax.random.key(seed), ...)`: " + ", ".join(
-                         f"seed {sd}: {ratio:.3g} ({'kinked' if k else 'smooth'})" for sd, ratio, k in seeds_lib) + ".")
+    library_rows = {key: results[key]["library_seeds"] for key in ("relu", "tanh", "ou") if results.get(key, {}).get("library_seeds")}
+    if library_rows:
+        lines.append("The library's kink probe (ε = 1e-2, one direction orthogonal to the state; the deviation δ = "
+                     "‖d(h) − 16 d(h/4)‖/‖d(h)‖ of the second-difference vectors, kinked when δ > "
+                     f"{KINK_DEVIATION:g} and both lie above rounding), particles drawn by "
+                     "`measures.Gaussian(std=1.0).sample(jax.random.key(seed), ...)`: " + "; ".join(
+                         f"{results[key]['case'].name}: " + ", ".join(
+                             f"seed {sd}: {dev:.2g} ({'kinked' if k else 'smooth'})" for sd, dev, k in rows)
+                         for key, rows in library_rows.items()) + ".")
         lines.append("")
     lines.append("Activation-level test, max over s ∈ [−4, 4] of |σ'(s+h) − σ'(s−h)| at h = 1e-3 and h/4 (kinked when "
                  "the ratio is below 2; smooth: 4): " + "; ".join(
@@ -618,6 +631,11 @@ def render(args, info, results, activations, compile_times, eps_list, seeds, pro
         all_kinked = all(k for _, _, k in seeds_lib)
         checks.append(f"| library kink probe calls ReLU kinked for every particle seed | "
                       f"{sum(k for _, _, k in seeds_lib)}/{len(seeds_lib)} | all | {met(all_kinked)} |")
+    for key in ("tanh", "ou"):
+        if key in library_rows:
+            smooth = sum(not k for _, _, k in library_rows[key])
+            checks.append(f"| library kink probe calls {key} smooth for every particle seed | {smooth}/"
+                          f"{len(library_rows[key])} | all | {met(smooth == len(library_rows[key]))} |")
     lines += checks + [""]
 
     smooth_best = {}

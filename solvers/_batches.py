@@ -1,4 +1,4 @@
-"""Parameter studies on the particle solver: points batched through one compiled vmapped program, optionally
+"""Parameter studies: points batched through one compiled vmapped program, optionally
 written batch by batch to a directory, or run as Dask tasks."""
 
 import diffrax
@@ -390,30 +390,33 @@ def sweep_coords(ensemble) -> dict:
     return coords
 
 
+_JOINED_ATTRS = ("solver", "stepsize_controller", "rtol", "atol", "noisy", "stiff_detected", "jacobian_spectral_radius",
+                 "kinks_detected", "kink_deviation", "explicit_stability_steps", "imex_split", "transport_cap")
+
+
 def merge_points(ensemble, parts) -> xr.Dataset:
-    """One study's dataset from the datasets of zipped sub-studies of its points: `parts` = [(the points' indices
-    in the study's C order, their dataset with a leading `point` dimension)]. A variable missing from a part is
-    NaN at its points; the solver attributes of the parts are joined, the times added."""
+    """One study's dataset from the datasets of zipped sub-studies of its points: `parts` = [(a label, the points'
+    indices in the study's C order, their dataset with a leading `point` dimension)]. A variable missing from a part
+    is NaN at its points; the solver attributes of the parts are joined ("label: value; ..."), the times added."""
     total = int(np.prod(ensemble.shape))
-    first = parts[0][1]
+    first = parts[0][2]
     variables = {}
-    for name in dict.fromkeys(name for _, ds in parts for name in ds.data_vars):
-        like = next(ds[name] for _, ds in parts if name in ds.data_vars)
+    for name in dict.fromkeys(name for _, _, ds in parts for name in ds.data_vars):
+        like = next(ds[name] for _, _, ds in parts if name in ds.data_vars)
         rest = like.shape[1:]
-        dtype = like.dtype if all(name in ds.data_vars for _, ds in parts) else np.result_type(like.dtype, float)
+        dtype = like.dtype if all(name in ds.data_vars for _, _, ds in parts) else np.result_type(like.dtype, float)
         values = np.full((total, *rest), np.nan if np.issubdtype(dtype, np.floating) else 0, dtype)
-        for index, ds in parts:
+        for _, index, ds in parts:
             if name in ds.data_vars:
                 values[index] = ds[name].values
         variables[name] = ((*ensemble.dims, *like.dims[1:]), values.reshape(*ensemble.shape, *rest), like.attrs)
     coords = {name: (c.dims, c.values, c.attrs) for name, c in first.coords.items() if "point" not in c.dims}
     coords.update(sweep_coords(ensemble))
     attrs = dict(first.attrs)
-    for key in ("solver", "stepsize_controller", "rtol", "atol", "noisy", "stiff_detected", "jacobian_spectral_radius",
-                "kinks_detected", "kink_ratio"):
-        values = [str(ds.attrs[key]) for _, ds in parts if key in ds.attrs]
+    for key in _JOINED_ATTRS:
+        values = [(label, str(ds.attrs[key])) for label, _, ds in parts if key in ds.attrs]
         if values:
-            attrs[key] = "; ".join(f"{label}: {v}" for label, v in zip(("temperature 0", "temperature > 0"), values))
+            attrs[key] = "; ".join(f"{label}: {v}" for label, v in values)
     for key in ("wall_time_s", "compile_time_s", "run_time_s"):
-        attrs[key] = sum(ds.attrs.get(key, 0.0) for _, ds in parts)
+        attrs[key] = sum(ds.attrs.get(key, 0.0) for _, _, ds in parts)
     return xr.Dataset(variables, coords, attrs)

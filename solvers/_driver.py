@@ -1,4 +1,4 @@
-"""The integration driver shared by the Lagrangian algorithms (`Particles`, `Units`).
+"""The integration driver shared by the time-stepping algorithms (`Particles`, `Units`, `Grid`).
 
 An algorithm only discretises: it builds a *point*, an Equinox module that turns one problem into a system
 (`point.system(problem)`: velocity, noise scale and observables on a flat state) and draws its initial state
@@ -7,16 +7,19 @@ tolerances, the integrator (adaptive diffrax or a fixed-step scan), and running 
 or a study (per-point or shared steps, batches, devices, a store to resume from, Dask).
 """
 
+from pathlib import Path
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import mfpde
 from mfpde.extend import ChunkStore, fingerprint, flatten_attrs, numerics
 
-from ._batches import MaxRMSNorm, SharedSteps, run_ensemble
-from ._integrate import implicit_solver, integrate_adaptive, integrate_scan, probe_velocity
+from ._batches import MaxRMSNorm, SharedSteps, merge_points, run_ensemble
+from ._integrate import KINK_DEVIATION, implicit_solver, integrate_adaptive, integrate_scan, probe_velocity
 from ._tolerances import tolerance
 
 MAX_STEPS = 100_000
@@ -52,8 +55,9 @@ def integrator(algorithm, *, ts, dtype, noisy: bool, save: bool, span, probe, so
     and `stepsize_controller` as given; by default ShARK on a Brownian tree with milder PI coefficients for τ > 0,
     and for τ = 0, from probes of the velocity at `probe()` = (system, y0, t0): Kvaerno5 with matrix-free
     Newton–GMRES when its Jacobian is so large that an explicit method would need more than `algorithm.stiff_steps`
-    steps for stability alone (λ·(t1 − t0)/3.5, λ its spectral radius by power iteration); Bosh3 (3rd order) at
-    `default_tolerances(kinked=True)` when the velocity has kinks (`kink_ratio`, e.g. a ReLU network), whose jumps
+    steps for stability alone (λ·(t1 − t0)/3.5, λ its spectral radius by power iteration, stopped once it is
+    decided: `spectral_radius`); Bosh3 (3rd order) at
+    `default_tolerances(kinked=True)` when the velocity has kinks (`kink_deviation`, e.g. a ReLU network), whose jumps
     make a 5th-order error estimate reject step after step; else Tsit5."""
     ts = jnp.asarray(ts, dtype)
     if algorithm.method == "scan":
@@ -66,10 +70,15 @@ def integrator(algorithm, *, ts, dtype, noisy: bool, save: bool, span, probe, so
         solver = diffrax.ShARK()
     elif solver is None:
         system, y0, t0 = probe()
-        lam, ratio, resolved = (float(x) for x in probe_velocity(system, y0, t0))
-        stiff = lam * float(span[1] - span[0]) / 3.5 > algorithm.stiff_steps
-        kinked = bool(resolved) and not 8 < ratio < 32 and not stiff  # smooth: 16; kinks: far from it either way
-        attrs.update(jacobian_spectral_radius=lam, stiff_detected=stiff, kink_ratio=ratio, kinks_detected=kinked)
+        # An explicit solver needs λ·(t1 − t0)/3.5 steps for stability alone.
+        threshold = 3.5 * algorithm.stiff_steps / float(span[1] - span[0])
+        lam, bound, iterations, deviation, resolved = (
+            x.item() for x in probe_velocity(system, y0, t0, jnp.asarray(threshold, dtype)))
+        stiff = lam > threshold
+        kinked = bool(resolved) and deviation > KINK_DEVIATION and not stiff
+        attrs.update(jacobian_spectral_radius=lam, jacobian_spectral_radius_bound=bound,
+                     stiffness_probe_iterations=iterations, stiff_detected=stiff, kink_deviation=deviation,
+                     kinks_detected=kinked)
         solver = implicit_solver() if stiff else diffrax.Bosh3() if kinked else diffrax.Tsit5()
     default_rtol, default_atol = default_tolerances(noisy, dtype, kinked)
     rtol, atol = tolerance(rtol, default_rtol, "rtol", dtype), tolerance(atol, default_atol, "atol", dtype)
@@ -83,15 +92,23 @@ def integrator(algorithm, *, ts, dtype, noisy: bool, save: bool, span, probe, so
         stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
     if isinstance(norm, MaxRMSNorm) and isinstance(stepsize_controller, diffrax.AbstractAdaptiveStepSizeController):
         stepsize_controller = SharedSteps(stepsize_controller, norm.points)
-    length = float(span[1] - span[0])
-    integrate = jax.tree_util.Partial(
-        integrate_adaptive, ts=ts, solver=solver, controller=stepsize_controller,
-        dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps,
-        brownian_tol=jnp.asarray(length * 2.0**-18 if brownian_tol is None else brownian_tol, dtype) if noisy else None,
-        noisy=noisy, save=save,
-    )
+    integrate = adaptive_integrator(ts=ts, dtype=dtype, span=span, solver=solver, controller=stepsize_controller,
+                                    dt0=dt0, max_steps=max_steps, save=save, noisy=noisy, brownian_tol=brownian_tol)
     attrs.update(solver=type(solver).__name__, stepsize_controller=repr(stepsize_controller))
     return integrate, attrs, (solver, stepsize_controller)
+
+
+def adaptive_integrator(*, ts, dtype, span, solver, controller, dt0, max_steps: int, save: bool, noisy: bool = False,
+                        brownian_tol=None, imex: bool = False) -> jax.tree_util.Partial:
+    """`integrate_adaptive` with its options bound: the diffrax `solver` and `controller` as given, the Brownian tree
+    of a noisy run resolved to `brownian_tol` (default (t1 − t0)·2⁻¹⁸)."""
+    length = float(span[1] - span[0])
+    return jax.tree_util.Partial(
+        integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=controller,
+        dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps,
+        brownian_tol=jnp.asarray(length * 2.0**-18 if brownian_tol is None else brownian_tol, dtype) if noisy else None,
+        noisy=noisy, save=save, imex=imex,
+    )
 
 
 def _solve_point(point, problem, key, meter, restart=None):
@@ -132,6 +149,25 @@ def run(point, base, ensemble, algorithm, key, meter, attrs, numerics_, *, ts, d
     if store is not None:
         attrs["resumed_wall_time_s"] = store.earlier_wall_time
     return out
+
+
+def solve_per_kind(algorithm, ensemble, kinds, options) -> mfpde.Solution:
+    """A study whose points get different default methods alone: `kinds[i]` labels point i (in the study's C order)
+    by the method it would get alone (e.g. "deterministic" and "noisy"). Each kind is solved as its own zipped study
+    with `algorithm.solve(..., **options)` (in a sub-folder of a `directory` named by its label) and the parts are put
+    back in the study's order and shape (`merge_points`): each point equals its single solve."""
+    kinds = np.asarray(kinds)
+    points = ensemble.points()
+    parts = []
+    for label in dict.fromkeys(kinds.tolist()):
+        index = np.flatnonzero(kinds == label)
+        sweep = {name: np.asarray([points[i][name] for i in index]) for name in ensemble.sweep}
+        sub_options = dict(options)
+        if options.get("directory") is not None:
+            sub_options["directory"] = Path(options["directory"]) / label
+        sub = mfpde.EnsembleProblem(ensemble.problem, sweep, product=False)
+        parts.append((label, index, algorithm.solve(sub, **sub_options).dataset))
+    return mfpde.Solution(merge_points(ensemble, parts))
 
 
 def run_checkpointed(point, problem, key, meter, ts, every, store):

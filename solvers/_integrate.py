@@ -47,66 +47,98 @@ def as_key(key):
     raise TypeError(f"`key` must be an integer seed or a JAX PRNG key, got {type(key).__name__}.")
 
 
-def _direction(key, y0):
-    """A random direction orthogonal to y0: along y0 itself a ReLU velocity is positively homogeneous and shows no
-    kink. Of two draws, the one that keeps more after the projection (particles drawn with the key of one draw
-    would be exactly that draw)."""
+def probe_direction(y0):
+    """A random direction orthogonal to y0, of norm about √(size): along y0 itself a ReLU velocity is positively
+    homogeneous and shows no kink. One Gaussian draw z (the draws of a large state are a good part of the probes'
+    cost) and its cyclic shift, of which the one that keeps more after the projection: particles drawn with the
+    probe's own key would be exactly z."""
     square = jnp.vdot(y0, y0)
 
-    def orthogonal(k):
-        z = jax.random.normal(k, y0.shape, y0.dtype)
+    def orthogonal(z):
         return z - jnp.where(square > 0, jnp.vdot(z, y0) / jnp.where(square > 0, square, 1.0), 0.0) * y0
 
-    first, second = orthogonal(key), orthogonal(jax.random.fold_in(key, 1))
+    z = jax.random.normal(jax.random.key(0), y0.shape, y0.dtype)
+    first, second = orthogonal(z), orthogonal(jnp.roll(z, 1))
     return jnp.where(jnp.linalg.norm(first) >= jnp.linalg.norm(second), first, second)
 
 
-def spectral_radius(system, y0, t0, v0, iterations: int = 8):
-    """Power iteration for the largest |eigenvalue| of ∂v/∂y at y0 (v0 = v(y0)), with directional finite differences."""
-    eps = jnp.sqrt(jnp.finfo(y0.dtype).eps) * (1 + jnp.linalg.norm(y0))
+def spectral_radius(system, y0, t0, v0, threshold, z=None, iterations: int = 8, miss: float = 1e-3):
+    """Power iteration for the largest |eigenvalue| λ of J = ∂v/∂y at y0 (v0 = v(y0)), with directional finite
+    differences, stopped as soon as it tells whether λ exceeds `threshold`. From z_0 along `z` (default
+    `probe_direction`), z_k = J z_{k−1}/n_k:
 
-    def step(_, carry):
-        z, _ = carry
+    - each n_k = ‖J z_{k−1}‖ is a lower estimate of λ (they rise towards it): n_k > threshold decides "above";
+    - ‖J^k z_0‖ = n_1⋯n_k ≥ |c| λ^k, with c the component of z_0 along the top eigenvector (J symmetric, as a gradient
+      flow's; a heuristic otherwise). A random z_0 in M dimensions has |c| < miss/√M with probability about
+      miss·√(2/π) (0.08 % by default), so U_k = (n_1⋯n_k · √M/miss)^{1/k} bounds λ but for that chance, and
+      U_k < threshold decides "below".
+
+    A clearly non-stiff flow is decided after one or two evaluations, not `iterations`. Returns (n_k, U_k, k)."""
+    eps = jnp.sqrt(jnp.finfo(y0.dtype).eps) * (1 + jnp.linalg.norm(y0))
+    log_start = jnp.log(jnp.sqrt(jnp.asarray(y0.size, y0.dtype)) / miss)
+
+    def undecided(carry):
+        k, _, lam, _, upper = carry
+        return (k < iterations) & (lam <= threshold) & (upper >= threshold)
+
+    def step(carry):
+        k, z, _, log_norms, _ = carry
         jz = (system.velocity(t0, y0 + eps * z) - v0) / eps
         norm = jnp.linalg.norm(jz)
-        return jz / jnp.where(norm > 0, norm, 1.0), norm
+        log_norms = log_norms + jnp.log(jnp.where(norm > 0, norm, jnp.finfo(y0.dtype).tiny))
+        upper = jnp.exp((log_norms + log_start) / (k + 1).astype(y0.dtype))
+        return k + 1, jz / jnp.where(norm > 0, norm, 1.0), norm, log_norms, upper
 
-    z = _direction(jax.random.key(0), y0)
+    z = probe_direction(y0) if z is None else z
     z = z / jnp.where(jnp.linalg.norm(z) > 0, jnp.linalg.norm(z), 1.0)
-    _, lam = jax.lax.fori_loop(0, iterations, step, (z, jnp.zeros((), y0.dtype)))
-    return lam
+    zero = jnp.zeros((), y0.dtype)
+    k, _, lam, _, upper = jax.lax.while_loop(undecided, step, (jnp.zeros((), jnp.int32), z, zero, zero, zero + jnp.inf))
+    return lam, upper, k
 
 
-def kink_ratio(y0, v0, velocities, eps: float = 1e-2):
-    """Whether the velocity has kinks (jumps of its derivative, as ReLU networks do) near y0, from second differences
-    along a random direction z at two scales, d(h) = ‖v(y0 + hz) − 2v(y0) + v(y0 − hz)‖, h = ε(1 + rms y0), ε = 1e-2
-    (large enough that a small network has pre-activations crossing their kinks between the probe points):
-    d(h)/d(h/4) is 16 for a smooth velocity; kinks crossed between the probe points break that scaling (many of
-    them bring it down to about 2–4, a few seen at h but not at h/4 push it far above 16).
+KINK_DEVIATION = 0.25
+"""`kink_deviation` above which a velocity is taken to have kinks: smooth flows measured below 0.04, kinked ones
+above 1 (benchmarks/method_choice.py)."""
 
-    `velocities` are v at `kink_points(y0, eps)` (v0 = v(y0)). Returns (d(h)/d(h/4), whether both differences lie
-    above rounding)."""
-    coarse = jnp.linalg.norm(velocities[0] - 2 * v0 + velocities[1])
-    fine = jnp.linalg.norm(velocities[2] - 2 * v0 + velocities[3])
+
+def kink_deviation(y0, v0, velocities):
+    """Whether the velocity has kinks (jumps of its derivative, as ReLU networks do) near y0, from its second
+    differences along a direction z at two scales, the vectors d(h) = v(y0 + hz) − 2v(y0) + v(y0 − hz) at
+    h = ε(1 + rms y0), ε = 1e-2 (large enough that a small network has pre-activations crossing their kinks between
+    the probe points), and h/4. For a smooth velocity d(h) = 16 d(h/4) + O(h⁴), so the relative deviation
+
+        δ = ‖d(h) − 16 d(h/4)‖ / ‖d(h)‖
+
+    is O(h²) (at most 0.04 measured on tanh, softplus and smooth multilayer nets); kinks crossed between the probe
+    points break the scaling entry by entry (δ ≥ 1 on every ReLU net measured, also in directions where the norms
+    ‖d(h)‖/‖d(h/4)‖ happen to come out near 16). Kinked: δ > `KINK_DEVIATION`.
+
+    `velocities` are v at `kink_points(y0, z)` (v0 = v(y0)). Returns (δ, whether both differences lie above
+    rounding)."""
+    coarse = velocities[0] - 2 * v0 + velocities[1]
+    fine = velocities[2] - 2 * v0 + velocities[3]
+    size = jnp.linalg.norm(coarse)
     rounding = 64 * jnp.finfo(y0.dtype).eps * jnp.linalg.norm(v0)
-    return coarse / jnp.where(fine > 0, fine, jnp.inf), (coarse > rounding) & (fine > rounding)
+    deviation = jnp.linalg.norm(coarse - 16 * fine) / jnp.where(size > 0, size, 1.0)
+    return deviation, (size > rounding) & (jnp.linalg.norm(fine) > rounding)
 
 
-def kink_points(y0, eps: float = 1e-2):
-    """The four probe points y0 ± hz, y0 ± hz/4 of `kink_ratio`, stacked."""
-    z = _direction(jax.random.key(1), y0)
+def kink_points(y0, z, eps: float = 1e-2):
+    """The four probe points y0 ± hz, y0 ± hz/4 of `kink_deviation` along `z` (`probe_direction`), stacked."""
     h = eps * (1 + jnp.sqrt(jnp.mean(y0**2)))
     return y0 + jnp.asarray([1, -1, 0.25, -0.25], y0.dtype)[:, None] * h * z
 
 
 @eqx.filter_jit
-def probe_velocity(system, y0, t0):
-    """The probes of the default method choice in one program: (`spectral_radius`, *`kink_ratio`). v(y0) and the
-    four kink points are evaluated as one batch, so that the velocity is compiled twice (batch and power-iteration
-    body) rather than six times."""
-    batch = jnp.concatenate([y0[None], kink_points(y0)])
+def probe_velocity(system, y0, t0, threshold):
+    """The probes of the default method choice in one program: (*`spectral_radius`, *`kink_deviation`), the power
+    iteration deciding whether the spectral radius exceeds `threshold`, both along one `probe_direction`. v(y0) and
+    the four kink points are evaluated as one batch, so that the velocity is compiled twice (batch and
+    power-iteration body) rather than six times."""
+    z = probe_direction(y0)
+    batch = jnp.concatenate([y0[None], kink_points(y0, z)])
     v = jax.vmap(lambda y: system.velocity(t0, y))(batch)
-    return spectral_radius(system, y0, t0, v[0]), *kink_ratio(y0, v[0], v[1:])
+    return *spectral_radius(system, y0, t0, v[0], threshold, z), *kink_deviation(y0, v[0], v[1:])
 
 
 def implicit_solver(gmres_atol: float = 1e-10):
@@ -160,11 +192,16 @@ def brownian_tree(span, tol, key, like) -> diffrax.VirtualBrownianTree:
 
 
 def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
-                        save, event=NONFINITE_EVENT):
+                        save, imex=False, event=NONFINITE_EVENT):
     """Integrate from (t0, y0) to the last save time; the Brownian tree covers the whole `span` of the problem, so
     a run continued from a checkpoint sees the same Brownian path. `system.brownian(span, tol, key, y0)` gives the
-    path; `event` stops the solve (default: at the first non-finite state)."""
-    drift = diffrax.ODETerm(system.velocity)
+    path; `event` stops the solve (default: at the first non-finite state). With `imex`, the drift is the pair
+    `MultiTerm(system.explicit, system.implicit)` of an IMEX solver. The system is diffrax's `args`, so that a
+    controller can read it (`TransportCap`)."""
+    if imex:
+        drift = diffrax.MultiTerm(diffrax.ODETerm(system.explicit), diffrax.ODETerm(system.implicit))
+    else:
+        drift = diffrax.ODETerm(system.velocity)
     if noisy:
         brownian = system.brownian(span, brownian_tol, key, y0)
         scale = system.noise_scale(y0)
@@ -175,7 +212,8 @@ def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controll
         terms, solver, t0, ts[-1], dt0, y0,
         saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
                                     diffrax.SubSaveAt(t1=True)]),
-        stepsize_controller=controller, event=event, max_steps=max_steps, throw=False, progress_meter=meter,
+        args=system, stepsize_controller=controller, event=event, max_steps=max_steps, throw=False,
+        progress_meter=meter,
     )
     observed, final = sol.ys
     return observed, solve_stats(sol), final[-1]

@@ -113,8 +113,8 @@ class GibbsFixedPoint(AbstractStationaryAlgorithm):
         grid = self.grid
         axes, index, theta, m0, outside, how = grid.discretise(problem, key)
         system = _GridSystem(problem.flow, problem.data, jnp.asarray(theta, dtype), grid.cells, grid.spacing,
-                             grid.periodic, grid.cell_volume, grid.chunk_size, grid.save_state, tuple(index))
-        return _GibbsSystem(system, jnp.asarray(m0, dtype)), (axes, outside, how)
+                             grid.periodic, grid.cell_volume, grid.chunk_size, tuple(index))
+        return _GibbsSystem(system, jnp.asarray(m0, dtype), grid.save_state), (axes, outside, how)
 
     def layout(self, problem, context, observed, stats, timer, attrs):
         (axes, outside, how), grid, flow = context, self.grid, problem.flow
@@ -148,6 +148,7 @@ class _GibbsSystem(AbstractStationarySystem):
 
     grid: _GridSystem
     m0: jax.Array
+    save_state: bool = eqx.field(static=True)
 
     def find(self, solver, max_steps):
         system = self.grid
@@ -156,7 +157,7 @@ class _GibbsSystem(AbstractStationarySystem):
         masses = _gibbs_map(system, sol.value)
         m = masses.reshape(system.cells)
         rate = sg_rate(m, system.potential(m), system.tau, system.spacing, system.periodic)
-        observed = dict(system.observe(None, m))
+        observed = dict(system.observe(None, m, save=self.save_state))
         observed.update(residual=jnp.max(jnp.abs(sol.value - masses)), flux_residual=jnp.max(jnp.abs(rate)) / jnp.max(m),
                         mass_on_walls=_wall_mass(m, system.periodic))
         return observed, {"num_steps": sol.stats["num_steps"], "result": result_code(sol.result)}

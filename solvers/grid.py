@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import typing
 from collections.abc import Mapping, Sequence
@@ -12,17 +13,11 @@ from jaxtyping import Array, Float
 import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
-from ._driver import MAX_STEPS, check_counts
+from ._batches import sweep_variables
+from ._driver import MAX_STEPS, adaptive_integrator, check_counts, restart_options, run, solve_per_kind
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
-from ._integrate import (
-    NONFINITE_EVENT,
-    AbstractWrappedController,
-    as_key,
-    as_progress_meter,
-    implicit_solver,
-    solve_stats,
-)
+from ._integrate import AbstractWrappedController, as_key, as_progress_meter, implicit_solver
 from ._tolerances import tolerance
 
 
@@ -305,13 +300,20 @@ class Grid(mfpde.AbstractAlgorithm):
         max_steps: int = MAX_STEPS,
         progress_meter: diffrax.AbstractProgressMeter | bool | None = None,
         key=0,
+        batch_size: int = 64,
+        directory=None,
+        checkpoint_every: int = 10,
+        client=None,
         throw: bool = False,
     ) -> mfpde.Solution:
         """Integrate `problem` on the grid.
 
         **Arguments:**
 
-        - `problem`: an `mfpde.FlowProblem`.
+        - `problem`: an `mfpde.FlowProblem`, or an `mfpde.EnsembleProblem` sweeping parameters of the flow or the
+          data (the initial masses are those of the base problem's `init` at every point). A study runs in batches
+          through one compiled program, each point with its own steps; each point gets the integrator it would get
+          alone (points of different kinds, τ = 0 transport, diffusion- or drift-dominated, run as one study each).
         - `saveat`: times (array) or a `diffrax.SaveAt(ts=...)`; default 101 times over the span.
         - `solver`, `stepsize_controller`: diffrax objects, used as given (default: see the class docstring and a
           `PIDController(rtol, atol)`).
@@ -324,62 +326,93 @@ class Grid(mfpde.AbstractAlgorithm):
           by default a progress bar in a notebook (not under pytest), none elsewhere.
         - `key`: an integer seed or PRNG key, used only to estimate by sampling how much of an initial measure
           without a known distribution function lies outside the box.
+        - `batch_size`, `directory`, `checkpoint_every`, `client`: as for `Particles.solve`: a study's points run
+          `batch_size` at a time, each finished batch written to `directory` and skipped when the study is solved
+          again; a single problem with a `directory` runs in segments of `checkpoint_every` save times, each stored,
+          a rerun continuing from the last; a Dask `client` runs the batches as tasks.
         - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
         """
-        if isinstance(problem, mfpde.EnsembleProblem):
-            raise TypeError("Grid solves a single mfpde.FlowProblem; run the points of an EnsembleProblem one by one.")
-        if not isinstance(problem, mfpde.FlowProblem):
-            raise TypeError(f"`problem` must be an mfpde.FlowProblem, got {type(problem).__name__}.")
-        check_counts(max_steps=max_steps)
-        flow, data = problem.flow, problem.data
-        ts = save_times(saveat, problem.tspan)
+        ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
+        base = ensemble.problem if ensemble is not None else problem
+        if not isinstance(base, mfpde.FlowProblem):
+            raise TypeError(f"`problem` must be an mfpde.FlowProblem or EnsembleProblem, got {type(problem).__name__}.")
+        check_counts(max_steps=max_steps, batch_size=batch_size)
+        if ensemble is not None:
+            _check_sweep(ensemble)
+        flow, data = base.flow, base.data
+        ts = save_times(saveat, base.tspan)
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
-        axes, index, theta, m0, outside, how = self.discretise(problem, key)
-        nodes = self.nodes()
-        n_cells = m0.size
+        axes, index, theta, m0, outside, how = self.discretise(base, key)
+        system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
+                             self.cell_volume, self.chunk_size, tuple(index))
+        point = _GridPoint(None, system, jnp.asarray(m0, dtype), dtype)
+        probes = None
+        if solver is None:
+            probes = _probe_points(point, base, ensemble)
+            span = float(base.tspan[1] - base.tspan[0])
+            kinds = np.where(~probes["diffusive"], "transport",
+                             np.where(probes["explicit_rate"] * span > self.stiff_steps, "implicit", "imex"))
+            if len(set(kinds.tolist())) > 1:
+                return solve_per_kind(self, ensemble, kinds, dict(
+                    saveat=saveat, stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0,
+                    max_steps=max_steps, progress_meter=progress_meter, key=key, batch_size=batch_size, directory=directory, checkpoint_every=checkpoint_every, client=client,
+                    throw=throw))
+        key, seed = as_key(key)
         default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
         rtol = tolerance(rtol, default_rtol, "rtol", dtype)
-        atol = tolerance(atol, rtol / n_cells, "atol", dtype)
-        progress_meter = as_progress_meter(progress_meter)
-        system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
-                             self.cell_volume, self.chunk_size, self.save_state, tuple(index))
-        attrs = {}
+        atol = tolerance(atol, rtol / m0.size, "atol", dtype)
+        meter = as_progress_meter(progress_meter)
+        attrs = {"seed": seed}
         with Timer() as timer:
-            span = float(problem.tspan[1] - problem.tspan[0])
-            capped = solver is None and not float(flow.temperature) > 0
-            if capped:
+            cap = None
+            if probes is not None and kinds[0] == "transport":
                 # Pure transport (upwind): Heun is a convex combination of Euler steps, which keep masses
-                # non-negative for dt ≤ 1/(largest outflow rate of a cell): the default caps every step so.
+                # non-negative for dt ≤ 1/(largest outflow rate of a cell): the default caps every step so. Without
+                # interaction the potential, and so the cap, is the same for every density: one cap for a problem.
                 solver = diffrax.Heun()
-                rate = float(_outflow_rate(system, jnp.asarray(m0, dtype)))
-                dtmax = 1.0 / rate if rate > 0 else None
-                # Without interaction the potential, and so the cap, is the same for every density: take it once.
-                interacting = bool(_interacting(system, jnp.asarray(m0, dtype)))
-                attrs.update(transport_dtmax=dtmax, transport_cap="every step" if interacting else "constant")
-            elif solver is None:
-                steps = float(_explicit_steps(system, jnp.asarray(m0, dtype))) * span
-                stiff = steps > self.stiff_steps
-                attrs.update(explicit_stability_steps=steps, stiff_detected=stiff)
+                every_step = ensemble is not None or bool(np.any(probes["interacting"]))
+                rate = float(np.max(probes["outflow_rate"]))
+                cap = None if every_step or not rate > 0 else jnp.asarray(1.0 / rate, dtype)
+                attrs.update(transport_dtmax=1.0 / rate if rate > 0 else None,
+                             transport_cap="every step" if every_step else "constant")
+            elif probes is not None:
+                stiff = kinds[0] == "implicit"
+                attrs.update(explicit_stability_steps=float(np.max(probes["explicit_rate"])) * span, stiff_detected=stiff)
                 solver = implicit_solver(gmres_atol=1e-12) if stiff else default_solver(
                     SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype))
             if stepsize_controller is None:
-                constant_cap = capped and not interacting and dtmax is not None
-                stepsize_controller = diffrax.PIDController(
-                    rtol=rtol, atol=atol, dtmax=jnp.asarray(dtmax, dtype) if constant_cap else None)
-                if capped and interacting:
-                    stepsize_controller = TransportCap(stepsize_controller, system)
+                stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=cap)
+                if attrs.get("transport_cap") == "every step":
+                    stepsize_controller = TransportCap(stepsize_controller)
             imex = is_imex(solver)
             attrs.update({
                 "solver": type(solver).__name__, "stepsize_controller": repr(stepsize_controller), "rtol": rtol,
                 "atol": atol, "max_steps": max_steps, "imex_split": imex, "axes": list(axes),
                 "cell_volume": self.cell_volume, "initial_mass_outside": outside, "initial_mass_outside_method": how,
             })
-            observed, stats = jax.device_get(_integrate(
-                system, jnp.asarray(m0, dtype), jnp.asarray(problem.tspan[0], dtype), jnp.asarray(ts, dtype), solver,
-                stepsize_controller, None if dt0 is None else jnp.asarray(dt0, dtype), progress_meter, max_steps, imex,
-            ))
-        dataset = _dataset(problem, self, self, flow, data, axes, nodes, ts, observed, stats, timer, attrs)
+            span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
+            integrate = adaptive_integrator(ts=ts, dtype=dtype, span=span, solver=solver, controller=stepsize_controller,
+                                            dt0=dt0, max_steps=max_steps, save=self.save_state, imex=imex)
+            point = dataclasses.replace(point, integrate=integrate)
+            observed, stats = run(point, base, ensemble, self, key, meter, attrs, (solver, stepsize_controller), ts=ts,
+                                  directory=directory, checkpoint_every=checkpoint_every, batch_size=batch_size,
+                                  client=client, devices=jax.devices()[:1])
+        dataset = _dataset(base, self, self, flow, data, axes, self.nodes(), ts, observed, stats, timer, attrs,
+                           ensemble=ensemble)
         return warn_or_raise(mfpde.Solution(dataset, problem), throw)
+
+
+def _check_sweep(ensemble):
+    """Refuse what a grid study cannot sweep: the initial measure (its masses are discretised once), the seed (a
+    grid solve draws no noise) and the algorithm's fields."""
+    for name, values in ensemble.sweep.items():
+        if name == "seed" or name.startswith("algorithm."):
+            raise ValueError(f"sweep `{name}`: Grid sweeps parameters of the flow and the data only (a grid solve draws "
+                             f"no noise, and its cells are fixed).")
+        init = ensemble.problem.init
+        if not all(bool(eqx.tree_equal(mfpde.remake(ensemble.problem, **{name: v}).init, init)) for v in values):
+            raise ValueError(f"sweep `{name}`: Grid discretises the initial measure once, so a study cannot change "
+                             f"`init`; solve each initial measure as its own problem.")
 
 
 def default_solver(diffusion: SpectralDiffusion) -> diffrax.AbstractSolver:
@@ -387,7 +420,26 @@ def default_solver(diffusion: SpectralDiffusion) -> diffrax.AbstractSolver:
     return diffrax.KenCarp4(root_finder=SpectralRootFinder(diffusion))
 
 
-@eqx.filter_jit
+def _probe_points(point, base, ensemble) -> dict:
+    """The probes of the default integrator at the initial masses, per point of `ensemble` (or for `base` alone):
+    whether τ > 0 (`diffusive`), the steps per unit time the explicit part needs (`_explicit_steps`), the largest
+    outflow rate of a cell at τ = 0 (`_outflow_rate`), and whether the potential depends on the masses
+    (`_interacting`), as NumPy arrays."""
+    def probe(point, base, values):  # all traced: the problem's checks run on concrete values only
+        system = point.system(mfpde.remake(base, **values))
+        m = point.m0
+        return {"diffusive": system.tau > 0, "explicit_rate": _explicit_steps(system, m),
+                "outflow_rate": _outflow_rate(system, m), "interacting": _interacting(system, m)}
+
+    if ensemble is None:
+        out = eqx.filter_jit(probe)(point, base, {})
+    else:
+        values = {name: jnp.asarray(np.asarray([p[name] for p in ensemble.points()]), point.dtype)
+                  for name in ensemble.sweep}
+        out = eqx.filter_jit(eqx.filter_vmap(probe, in_axes=(None, None, 0)))(point, base, values)
+    return {name: np.atleast_1d(np.asarray(value)) for name, value in out.items()}
+
+
 def _explicit_steps(system, m):
     """Steps per unit time the explicit part of the IMEX split needs for stability alone: its transport rate
     |ΔΦ|/h² on the faces where drift beats diffusion (cell Péclet |ΔΦ|/τ > 1; every face when τ = 0)."""
@@ -401,7 +453,6 @@ def _explicit_steps(system, m):
     return rate
 
 
-@eqx.filter_jit
 def _outflow_rate(system, m):
     """The largest rate at which a cell loses mass under the upwind (τ = 0) flux: Σ over its faces of
     max(±ΔΦ, 0)/h², the outflow through each."""
@@ -415,7 +466,6 @@ def _outflow_rate(system, m):
     return jnp.max(total)
 
 
-@eqx.filter_jit
 def _interacting(system, m):
     """Whether the potential Φ = ∂R/∂m depends on the masses: it differs between m and the uniform masses (an
     energy linear in m, ∫V dρ, gives the same Φ for both to rounding)."""
@@ -428,31 +478,32 @@ def _interacting(system, m):
 class TransportCap(AbstractWrappedController):
     """`controller`'s steps, each capped at 1/(largest outflow rate of a cell) of the masses it starts from, where
     the upwind (τ = 0) Euler stages, and so Heun's average of them, keep every mass non-negative. The rate is taken
-    afresh at every step: an interacting flow's rate grows as its mass gathers (an aggregation's by ×3 and more), so
-    a cap from the initial density alone lets large steps drive masses negative."""
+    afresh at every step, from the grid system that the solve passes as diffrax's `args`: an interacting flow's rate
+    grows as its mass gathers (an aggregation's by ×3 and more), so a cap from the initial density alone lets large
+    steps drive masses negative."""
 
     controller: diffrax.AbstractAdaptiveStepSizeController
-    system: eqx.Module
 
     def __repr__(self):
-        return f"TransportCap({self.controller!r})"  # not the system, whose arrays are the data
+        return f"TransportCap({self.controller!r})"
 
     def wrap(self, direction):
-        return TransportCap(self.controller.wrap(direction), self.system)
+        return TransportCap(self.controller.wrap(direction))
 
-    def _cap(self, t0, t1, m):
-        rate = _outflow_rate(self.system, m)
+    @staticmethod
+    def _cap(system, t0, t1, m):
+        rate = _outflow_rate(system, m)
         return jnp.where(rate > 0, jnp.minimum(t1, t0 + 1 / jnp.where(rate > 0, rate, 1.0)), t1)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         t1, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return self._cap(t0, t1, y0), state
+        return self._cap(args, t0, t1, y0), state
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
         keep, next_t0, next_t1, jump, state, result = self.controller.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state)
         start = jnp.where(keep, y1_candidate, y0)
-        return keep, next_t0, self._cap(next_t0, next_t1, start), jump, state, result
+        return keep, next_t0, self._cap(args, next_t0, next_t1, start), jump, state, result
 
 
 def _face_to_cells(leaving_lower, leaving_upper, axis, periodic):
@@ -472,6 +523,29 @@ def is_imex(solver) -> bool:
     return isinstance(origin, type) and issubclass(origin, diffrax.MultiTerm)
 
 
+class _GridPoint(eqx.Module):
+    """Solves one problem on the grid from the initial masses `m0` (the same for every point of a study): pure, so
+    it vmaps. `base` is the base problem's system, whose flow and data a point's problem replaces."""
+
+    integrate: jax.tree_util.Partial | None
+    base: "_GridSystem"
+    m0: Float[Array, "..."]
+    dtype: np.dtype = eqx.field(static=True)
+
+    def system(self, problem) -> "_GridSystem":
+        return dataclasses.replace(self.base, flow=problem.flow, data=problem.data)
+
+    def start(self, problem, key):
+        return self.m0, key
+
+    def __call__(self, problem, key, meter, restart=None):
+        """(observables at the save times, statistics, final masses), from `m0` or continued from `restart` (see
+        `restart_options`)."""
+        span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
+        m0, t_start, options = restart_options(self.integrate, self.m0, span[0], restart)
+        return self.integrate(self.system(problem), m0, t_start, span, key, meter, **options)
+
+
 class _GridSystem(eqx.Module):
     """The flow at the grid nodes: potential, rates and observables of the masses (shape `cells`)."""
 
@@ -483,7 +557,6 @@ class _GridSystem(eqx.Module):
     periodic: tuple[bool, ...] = eqx.field(static=True)
     volume: float = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
-    save_state: bool = eqx.field(static=True)
     index: tuple[int, ...] = eqx.field(static=True)
 
     @property
@@ -498,7 +571,8 @@ class _GridSystem(eqx.Module):
         """Φ_k = ∂R/∂m_k, by autodiff of the flow's energy."""
         return jax.grad(self.energy)(m)
 
-    def rate(self, t, m, args=None):
+    def velocity(self, t, m, args=None):
+        """ṁ, the Scharfetter–Gummel rate of the masses."""
         return sg_rate(m, self.potential(m), self.tau, self.spacing, self.periodic)
 
     def explicit(self, t, m, args=None):
@@ -507,7 +581,7 @@ class _GridSystem(eqx.Module):
     def implicit(self, t, m, args=None):
         return diffusion_rate(m, self.tau, self.spacing, self.periodic)
 
-    def observe(self, t, m, args=None):
+    def observe(self, t, m, noisy: bool = False, save: bool = False):
         flat = m.reshape(-1)
         out = dict(self.flow.observables(self.theta, flat, self.data, chunk_size=self.chunk_size))
         risk = self.energy(m)
@@ -522,23 +596,9 @@ class _GridSystem(eqx.Module):
         centred = gridded - mean
         out["theta_mean"] = mean
         out["theta_cov"] = (centred * flat[:, None]).T @ centred / out["mass"]
-        if self.save_state:
+        if save:
             out["density"] = m / self.volume
         return out
-
-
-@eqx.filter_jit
-def _integrate(system: _GridSystem, m0, t0, ts, solver, controller, dt0, meter, max_steps, imex):
-    if imex:
-        terms = diffrax.MultiTerm(diffrax.ODETerm(system.explicit), diffrax.ODETerm(system.implicit))
-    else:
-        terms = diffrax.ODETerm(system.rate)
-    sol = diffrax.diffeqsolve(
-        terms, solver, t0, ts[-1], dt0, m0,
-        saveat=diffrax.SaveAt(ts=ts, fn=system.observe),
-        stepsize_controller=controller, event=NONFINITE_EVENT, max_steps=max_steps, throw=False, progress_meter=meter,
-    )
-    return sol.ys, solve_stats(sol)
 
 
 _DESCRIPTIONS = {
@@ -552,27 +612,22 @@ _DESCRIPTIONS = {
 
 
 def _dataset(problem, algorithm, grid, flow, data, axes, nodes, ts, observed, stats, timer, attrs, title=None,
-             extra=None):
+             extra=None, ensemble=None):
     """The Solution dataset; `ts` None for a stationary state (no time dimension); `extra` describes further
-    variables of `observed`."""
+    variables of `observed`; a study's sweep dimensions lead."""
     described = {**_DESCRIPTIONS, **flow.describe(data), **(extra or {})}
     described["density"] = (axes, {"long_name": "density ρ = m_k / V of the measure over the gridded coordinates",
                                     "units": "1"})
-    result = int(stats["result"])
-    time = () if ts is None else ("time",)
-    unreached = ts is not None and result != 0 and np.isposinf(np.asarray(observed["risk"]))
-    variables = {}
-    for name, values in observed.items():
-        values = np.asarray(values)
-        if np.any(unreached) and np.issubdtype(values.dtype, np.floating):
-            values = np.where(unreached.reshape(-1, *[1] * (values.ndim - 1)), np.nan, values)
-        dims, var_attrs = described[name]
-        variables[name] = ((*time, *dims), values, var_attrs)
+    if ts is None:
+        variables = {name: (described[name][0], np.asarray(values), described[name][1])
+                     for name, values in observed.items()}
+        coords = {}
+    else:
+        variables, coords, stats = sweep_variables(observed, described, ts, stats, ensemble)
+        coords["time"] = (("time",), ts, {
+            "long_name": "time", "units": "1",
+            "description": "mean-field time: t = k·η/N after k gradient-descent steps of learning rate η"})
     names = np.array(axes, dtype=object)
-    coords = {} if ts is None else {
-        "time": (("time",), ts, {"long_name": "time", "units": "1",
-                                 "description": "mean-field time: t = k·η/N after k gradient-descent steps of learning rate η"}),
-    }
     coords |= {
         "param": (("param",), names, {"long_name": "gridded coordinate of θ"}),
         "param2": (("param2",), names, {"long_name": "gridded coordinate of θ"}),
@@ -586,4 +641,4 @@ def _dataset(problem, algorithm, grid, flow, data, axes, nodes, ts, observed, st
     title = title or f"{type(flow).__name__} flow, Grid {'×'.join(map(str, grid.cells))}"
     stats = {k: np.asarray(v) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs=attrs, title=title)
+                        timing=timer, attrs=attrs, title=title, stat_dims=ensemble.dims if ensemble is not None else ())

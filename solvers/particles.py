@@ -13,8 +13,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
-from ._batches import error_norm, merge_points, sweep_variables
-from ._driver import MAX_STEPS, check_counts, integrator, restart_options, run
+from ._batches import error_norm, sweep_variables
+from ._driver import MAX_STEPS, check_counts, integrator, restart_options, run, solve_per_kind
 from ._entropy import knn_entropy
 from ._integrate import as_key, as_progress_meter, brownian_tree
 
@@ -159,9 +159,10 @@ class Particles(mfpde.AbstractAlgorithm):
                     batch_stepping=batch_stepping,
                     directory=directory, checkpoint_every=checkpoint_every, client=client, throw=throw))
             if solver is None and self.method == "adaptive":
-                kinds = np.array([float(ensemble.point_problem(p).flow.temperature) > 0 for p in ensemble.points()])
-                if kinds.any() and not kinds.all():
-                    return _solve_per_kind(self, ensemble, kinds, dict(
+                kinds = ["noisy" if float(ensemble.point_problem(p).flow.temperature) > 0 else "deterministic"
+                         for p in ensemble.points()]
+                if len(set(kinds)) > 1:
+                    return solve_per_kind(self, ensemble, kinds, dict(
                         saveat=saveat, key=key, stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0,
                         max_steps=max_steps, progress_meter=progress_meter, brownian_tol=brownian_tol,
                         batch_size=batch_size, batch_stepping=batch_stepping, directory=directory,
@@ -240,24 +241,6 @@ def _solve_per_width(algorithm, ensemble, options):
         dataset.attrs[name] = sum(part.attrs[name] for part in parts)
     dataset.attrs["algorithm_n"] = "swept"
     return mfpde.Solution(dataset)
-
-
-def _solve_per_kind(algorithm, ensemble, noisy, options):
-    """A study mixing τ = 0 and τ > 0 points: each kind is solved as its own (zipped) study with the method and
-    tolerances its points get alone (ODE or SDE), and the two are put back in the study's order and shape. The
-    entropy, an observable of noisy points only, is NaN at the τ = 0 points."""
-    points = ensemble.points()
-    names = list(ensemble.sweep)
-    parts = []
-    for kind, label in ((False, "deterministic"), (True, "noisy")):
-        index = np.flatnonzero(noisy == kind)
-        sweep = {name: np.asarray([points[i][name] for i in index]) for name in names}
-        sub_options = dict(options)
-        if options["directory"] is not None:
-            sub_options["directory"] = Path(options["directory"]) / label
-        sub = mfpde.EnsembleProblem(ensemble.problem, sweep, product=False)
-        parts.append((index, algorithm.solve(sub, **sub_options).dataset))
-    return mfpde.Solution(merge_points(ensemble, parts))
 
 
 def _initial_state(init, key, n, groups):

@@ -108,7 +108,7 @@ def test_imex_step_keeps_the_gibbs_state():
     grid = Grid(bounds=((-2.0, 2.0), (-2.0, 2.0)), cells=(20, 16), periodic=(False, True))
     nodes = np.stack([a.reshape(-1) for a in np.meshgrid(*grid.nodes(), indexing="ij")], axis=1)
     system = _GridSystem(flow, None, jnp.asarray(nodes), grid.cells, grid.spacing, grid.periodic, grid.cell_volume,
-                         None, False, (0, 1))
+                         None, (0, 1))
     phi = jax.vmap(flow.potential)(jnp.asarray(nodes)).reshape(grid.cells)
     gibbs = jnp.exp(-(phi - phi.min()) / 0.4)
     gibbs = gibbs / gibbs.sum()
@@ -285,6 +285,47 @@ def test_zero_temperature_step_cap_follows_the_density():
     assert float(np.max(np.abs(ds.mass.values - 1.0))) <= 1e-12
 
 
+# --- studies and checkpoints ------------------------------------------------------------------------------------
+
+
+def test_a_grid_study_equals_its_points_solved_alone():
+    # A temperature × width study of the aggregation flow mixes τ = 0 transport (Heun, capped every step) with τ > 0
+    # (KenCarp4, IMEX): each kind runs as its own batched study, and every point equals the problem written out
+    # and solved alone, to rounding.
+    grid, saveat = Grid(bounds=((-4.0, 4.0),), cells=40), np.linspace(0.0, 2.0, 5)
+    init = mfpde.measures.Gaussian(std=0.7)
+    study = mfpde.EnsembleProblem(mfpde.FlowProblem(_Aggregation(), None, init, (0.0, 2.0)),
+                                  sweep={"temperature": [0.0, 0.3], "eps": [0.2, 0.4]})
+    ds = mfpde.solve(study, grid, saveat=saveat).dataset
+    assert ds.density.dims == ("temperature", "eps", "time", "x")
+    assert ds.attrs["solver"] == "transport: Heun; imex: KenCarp4"
+    for tau in (0.0, 0.3):
+        for eps in (0.2, 0.4):
+            alone = mfpde.FlowProblem(_Aggregation(eps=eps, temperature=tau), None, init, (0.0, 2.0))
+            single = mfpde.solve(alone, grid, saveat=saveat).dataset
+            point = ds.sel(temperature=tau, eps=eps)
+            assert int(point.result) == 0 and int(point.num_steps) == int(single.num_steps)
+            np.testing.assert_allclose(point.density, single.density, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(point.free_energy, single.free_energy, rtol=1e-10)
+
+
+def test_a_checkpointed_grid_run_resumes_from_its_last_segment(tmp_path):
+    # Each segment ends its steps on its last save time, where the run in one piece interpolates: the two agree to
+    # the accuracy of KenCarp4's dense output, and a run resumed after losing its last segment with the first to
+    # rounding.
+    prob, grid, saveat = _ou_problem(1), Grid(bounds=((-5.0, 5.0),), cells=32), np.linspace(0.25, 1.0, 4)
+    whole = mfpde.solve(prob, grid, saveat=saveat).dataset
+    first = mfpde.solve(prob, grid, saveat=saveat, directory=tmp_path, checkpoint_every=2).dataset
+    files = sorted(tmp_path.glob("*.nc"))
+    assert len(files) == 2 and first.attrs["checkpoint_every"] == 2
+    np.testing.assert_allclose(first.density * grid.cell_volume, whole.density * grid.cell_volume, atol=1e-5)
+    np.testing.assert_allclose(first.free_energy, whole.free_energy, rtol=1e-5)
+    files[-1].unlink()  # as if interrupted in the last segment
+    resumed = mfpde.solve(prob, grid, saveat=saveat, directory=tmp_path, checkpoint_every=2).dataset
+    np.testing.assert_allclose(resumed.density, first.density, rtol=1e-12, atol=1e-15)
+    assert resumed.attrs["resumed_wall_time_s"] > 0
+
+
 # --- grid against particles ------------------------------------------------------------------------------------
 
 
@@ -424,5 +465,8 @@ def test_bad_input_names_the_argument():
                                                                   w=mfpde.measures.Gaussian(std=0.5)))
     with pytest.raises(ValueError, match=r"`fixed` of Grid: u = 1, but the initial measure puts u at values from"):
         mfpde.solve(spread, Grid(bounds=((-3.0, 3.0),) * 2, cells=8, axes=("w_0", "w_1"), fixed={"u": 1.0}))
-    with pytest.raises(TypeError, match="EnsembleProblem"):
-        mfpde.solve(mfpde.EnsembleProblem(problem, sweep={"temperature": [0.1, 0.2]}), Grid(bounds=((-5.0, 5.0),) * 2, cells=8))
+    # A grid study discretises the initial measure once, and draws no noise.
+    with pytest.raises(ValueError, match="sweep `init.std`: Grid discretises the initial measure once"):
+        mfpde.solve(mfpde.EnsembleProblem(problem, sweep={"init.std": [0.4, 0.5]}), Grid(bounds=((-5.0, 5.0),) * 2, cells=8))
+    with pytest.raises(ValueError, match="sweep `seed`: Grid sweeps parameters of the flow and the data only"):
+        mfpde.solve(mfpde.EnsembleProblem(problem, sweep={"seed": [0, 1]}), Grid(bounds=((-5.0, 5.0),) * 2, cells=8))
