@@ -28,6 +28,7 @@ Writes the section "## Deep flows" of benchmarks/RESULTS.md (replacing an older 
     python benchmarks/deep_flows.py            # full size, about 10 minutes on 2 idle cores
     python benchmarks/deep_flows.py --quick    # smoke run at small sizes; prints the section, writes it only
                                                # with --output
+    python benchmarks/deep_flows.py --parts 1  # only the velocity evaluations (a section with part 1 alone)
 """
 
 import argparse
@@ -90,6 +91,8 @@ def parse_args(argv=None):
                    help="flows whose memory is measured, each in its own process; \"plain\" is the baseline, a "
                         "diffrax solve of the plain network (default Multilayer FeatureDNN plain)")
     p.add_argument("--no-float32", action="store_true", help="skip the float32 velocity measurement")
+    p.add_argument("--parts", nargs="+", type=int, choices=(1, 2, 3), default=[1, 2, 3],
+                   help="measurements to run: 1 velocity, 2 time to accuracy, 3 memory (default all)")
     p.add_argument("--output", type=Path, default=None,
                    help="results file (default benchmarks/RESULTS.md; with --quick, none unless given)")
     # Internal: the child processes.
@@ -309,7 +312,8 @@ def time_to_accuracy(args) -> dict:
                 "loss0": float(ds.loss.values[0]), "loss": float(ds.loss.values[-1]), "steps": int(ds.num_steps),
                 "rejected": int(ds.num_rejected_steps), "result": int(ds.result), "solver": ds.attrs["solver"],
                 "compile": float(ds.attrs["compile_time_s"]), "run": float(ds.attrs["run_time_s"]),
-                "lam": ds.attrs.get("jacobian_spectral_radius"), "rtol": rtol}
+                "lam": ds.attrs.get("jacobian_spectral_radius"), "probe_iterations": ds.attrs.get("stiffness_probe_iterations"),
+                "rtol": rtol}
 
     # Reference: the first mfpde solve of this process, so its compile time is that of a fresh process.
     ref = solve(1e-10)
@@ -511,17 +515,20 @@ def main(argv=None):
         f"{' (quick)' if args.quick else ''}")
     log(_common.machine_line(info))
     parent_rss = peak_rss_mib()
-    mem = memory(args)
+    mem = memory(args) if 3 in args.parts else []
 
-    v64 = velocity_timings(args)
-    for key, label, *_ in VELOCITY_CANDIDATES:
-        log(f"(1) float64 {label}: {v64['times'][key] * 1e3:.2f} ms, agrees to {v64['checks'][key]:.1e}")
-    log(f"(1) float64 bare grad: {v64['times']['plain'] * 1e3:.2f} ms (plain), {v64['times']['residual'] * 1e3:.2f} ms (residual)")
-    v32 = velocity_float32(args)
-    if v32:
-        log("(1) float32: " + ", ".join(f"{k} {t * 1e3:.2f} ms" for k, t in v32["times"].items()))
+    v64 = v32 = None
+    if 1 in args.parts:
+        v64 = velocity_timings(args)
+        for key, label, *_ in VELOCITY_CANDIDATES:
+            log(f"(1) float64 {label}: {v64['times'][key] * 1e3:.2f} ms, agrees to {v64['checks'][key]:.1e}")
+        log(f"(1) float64 bare grad: {v64['times']['plain'] * 1e3:.2f} ms (plain), "
+            f"{v64['times']['residual'] * 1e3:.2f} ms (residual)")
+        v32 = velocity_float32(args)
+        if v32:
+            log("(1) float32: " + ", ".join(f"{k} {t * 1e3:.2f} ms" for k, t in v32["times"].items()))
 
-    tta = time_to_accuracy(args)
+    tta = time_to_accuracy(args) if 2 in args.parts else None
 
     info["load_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
     section = render(dict(args=args, info=info, v64=v64, v32=v32, tta=tta, mem=mem, parent_rss=parent_rss))
@@ -544,16 +551,46 @@ def evaluations(steps):
 def render(r):
     a, info, v64, v32, tta, mem = r["args"], r["info"], r["v64"], r["v32"], r["tta"], r["mem"]
     lines = [SECTION, ""]
-    quick = " --quick" if a.quick else ""
+    parts = sorted(set(a.parts))
+    flags = (" --quick" if a.quick else "") + ("" if parts == [1, 2, 3] else " --parts " + " ".join(map(str, parts)))
     lines.append(
-        f"`python benchmarks/deep_flows.py{quick}`: three layers of weights (two hidden tanh layers of width m), "
+        f"`python benchmarks/deep_flows.py{flags}`: three layers of weights (two hidden tanh layers of width m), "
         f"n = {a.n_samples} teacher points (d = {a.d}, seed 0), squared loss, gradient flow in mean-field time with "
         f"every weight of layer ℓ at rate m_{{ℓ−1}} m_ℓ; initial weights i.i.d. `measures.IIDLayers(std=1, "
         f"mean=(0, 1, 1))`, solve key {SOLVE_KEY}. The plain-JAX baselines are the same finite network written without "
         f"mfpde code.")
     lines.append("")
 
-    # -- 1. velocity --
+    ratios, speedup = {}, None
+    if v64:
+        part, ratios = render_velocity(a, v64, v32)
+        lines += part
+    if tta:
+        part, speedup = render_accuracy(a, tta)
+        lines += part
+    if mem:
+        lines += render_memory(a, mem, r["parent_rss"])
+
+    # -- summary --
+    lines.append("| check | measured | target | |")
+    lines.append("|---|---:|---:|---|")
+    for key, label, *_ in VELOCITY_CANDIDATES if v64 else ():
+        shown = " / ".join(f"{x:.2f}×" for x in ratios[key])
+        lines.append(f"| velocity of {label} / bare `jax.grad`{' (float64 / float32)' if v32 else ''} | {shown} | "
+                     f"≤ {VELOCITY_RATIO_TARGET:g}× | {' / '.join(met(x <= VELOCITY_RATIO_TARGET) for x in ratios[key])} |")
+    if tta:
+        lines.append(f"| time to accuracy {a.tol:g}: gradient descent / mfpde run time | {speedup:.3g}× | "
+                     f"≥ {SPEEDUP_TARGET:g}× | {met(speedup >= SPEEDUP_TARGET)} |")
+    lines.append("")
+    lines.append(_common.machine_line(info) + " Load: the 1-minute load average at the start (`load`) and the end "
+                 "(`load_end`); another process may have shared the cores.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_velocity(a, v64, v32):
+    """Part 1's text and table, and each candidate's ratios to the bare gradient (float64, float32)."""
+    lines = []
     lines.append(f"**1. One velocity evaluation**, m = {a.width}: jitted, warmed up, median of {v64['calls']} calls per "
                  f"candidate taken round-robin (one call of each in turn); the bare gradient is `jax.jit(jax.grad(J))` "
                  f"of the plain network (of the residual network for `FeatureResNet`). float64 in this process; "
@@ -606,8 +643,12 @@ def render(r):
                          f"the three m × m × n products and the kernel's two m × n × n are the least a features form "
                          f"computes, and in float32 the element-wise passes over m × n arrays weigh more against them")
             lines += [text + ".", ""]
+    return lines, ratios
 
-    # -- 2. time to accuracy --
+
+def render_accuracy(a, tta):
+    """Part 2's text and tables, and gradient descent's run time over mfpde's."""
+    lines = []
     ref, rows = tta["ref"], {row["key"]: row for row in tta["rows"]}
     t_a = rows["a"]["time"]
     lines.append(
@@ -637,9 +678,11 @@ def render(r):
     scan = "; ".join(f"rtol {s['rtol']:.0e}: {s['steps']} steps, error {s['err']:.1e}, {fmt_time(s['run'])}"
                      for s in tta["scan"])
     lines.append(f"- (a) rtol scan (atol = rtol/100, loosest first): {scan}. Steps are accepted + rejected; a "
-                 f"default solve makes about 6 velocity evaluations per step, plus the stiffness probe's 9 (its "
-                 f"Jacobian spectral radius here: {ref['lam']:.3g}, not stiff). Changing rtol reuses the compiled "
-                 f"program.")
+                 f"default solve makes about 6 velocity evaluations per step, plus its probes' "
+                 f"{5 + int(ref['probe_iterations'] or 0)} (v(y0), four kink points and "
+                 f"{ref['probe_iterations']} power-iteration steps, which stop once they tell the flow is not stiff; "
+                 f"the Jacobian's spectral radius estimated from below at {ref['lam']:.3g}). Changing rtol reuses "
+                 f"the compiled program.")
     (k1, e1), (k2, e2), order = tta["coarse"]
     trace = "; ".join(f"{s} steps → {e:.3e}" for s, e, _ in tta["trace"])
     coarser, coarser_err = tta["coarser"]
@@ -703,11 +746,15 @@ def render(r):
             f"them, and 2.5 s with `OPENBLAS_NUM_THREADS=1`; on an idle machine, 1.7 s against 1.2 s. So the "
             f"excess depends on the load at the time.")
         lines.append("")
+    return lines, speedup
 
-    # -- 3. memory --
+
+def render_memory(a, mem, parent_rss):
+    """Part 3's text and table."""
+    lines = []
     lines.append(f"**3. Memory**, m = {a.memory_width}: one default solve (`Units(n=(m, m), save_state=True)`, "
                  f"saveat = [t1], t ∈ [0, {a.memory_t1:g}]) in a fresh child process per flow, started before the "
-                 f"other measurements while this process's own peak was {r['parent_rss']:.0f} MiB (a child's "
+                 f"other measurements while this process's own peak was {parent_rss:.0f} MiB (a child's "
                  f"`ru_maxrss` starts from its parent's peak: Linux keeps it through fork and exec). Peak resident "
                  f"memory `resource.getrusage(RUSAGE_SELF).ru_maxrss` after the solve and before it (Python, JAX, "
                  f"mfpde and the data loaded); VmHWM from /proc/self/status, the child's own high-water mark, as a "
@@ -735,21 +782,7 @@ def render(r):
                      "widths share their first units) before the solve and keeps them for the stiffness probe, runs "
                      "the probe, and saves the state.")
         lines += [text, ""]
-
-    # -- summary --
-    lines.append("| check | measured | target | |")
-    lines.append("|---|---:|---:|---|")
-    for key, label, *_ in VELOCITY_CANDIDATES:
-        shown = " / ".join(f"{x:.2f}×" for x in ratios[key])
-        lines.append(f"| velocity of {label} / bare `jax.grad`{' (float64 / float32)' if v32 else ''} | {shown} | "
-                     f"≤ {VELOCITY_RATIO_TARGET:g}× | {' / '.join(met(x <= VELOCITY_RATIO_TARGET) for x in ratios[key])} |")
-    lines.append(f"| time to accuracy {a.tol:g}: gradient descent / mfpde run time | {speedup:.3g}× | "
-                 f"≥ {SPEEDUP_TARGET:g}× | {met(speedup >= SPEEDUP_TARGET)} |")
-    lines.append("")
-    lines.append(_common.machine_line(info) + " Load: the 1-minute load average at the start (`load`) and the end "
-                 "(`load_end`); another process may have shared the cores.")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -178,6 +178,23 @@ def test_convex_penalty_velocity_is_the_scaled_gradient():
         mfpde.flows.FeatureDNN(activations=("tanh",), penalty="l1")
 
 
+@pytest.mark.parametrize("arch", ["dnn", "resnet"])
+@pytest.mark.parametrize("penalty", ["weight_decay", "convex"])
+def test_weights_form_velocity_is_the_hand_written_one(arch, penalty):
+    """Form "weights" takes ∂_t w by autodiff of J, form "features" by hand-written backpropagation: at features on
+    the forward pass of the weights, their weight velocities agree (unequal widths and rates check the multipliers)."""
+    data = _data()
+    options = dict(activations=("tanh", "softplus", "relu"), penalty=penalty, l2=0.1, rates=[1.0, 0.5, 2.0, 1.5])
+    by_autodiff, by_hand = (FLOWS[arch](form=form, **options) for form in ("weights", "features"))
+    widths = (8, 8, 8) if arch == "resnet" else (7, 9, 5)
+    state = by_hand.initial_state(mfpde.measures.IIDLayers(), jax.random.key(0), by_hand.shapes(widths, data), data)
+    expected = by_hand.velocity(0.0, state, data)
+    velocity = by_autodiff.velocity(0.0, {name: state[name] for name in ("w1", "w2", "w3", "w4")}, data)
+    assert velocity.keys() == {"w1", "w2", "w3", "w4"}
+    for name, v in velocity.items():
+        np.testing.assert_allclose(v, expected[name], rtol=1e-12, atol=1e-14 * float(np.abs(expected[name]).max()))
+
+
 @pytest.mark.parametrize("form", ["weights", "features"])
 def test_velocity_keeps_the_state_dtype(form):
     """A float32 state under jax_enable_x64 (the data stay float64): the velocity is float32, as the state."""

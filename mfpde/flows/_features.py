@@ -40,7 +40,8 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
 
     and the weights move by ∂_t w_1 = −ξ_1 (X^T δ_1 + λ w_1), ∂_t w_{ℓ+1,ij} = −ξ_{ℓ+1} (⟨δ_{ℓ+1,j}, h(θ_{ℓ,i})⟩ + λ w),
     ∂_t w_{L+1,i} = −ξ_{L+1} (h(θ_{L,i})^T δ_{L+1} + λ w): at finite widths, exactly gradient flow of J with each
-    weight of layer ℓ moving at rate m_{ℓ−1} m_ℓ ξ_ℓ (m_0 = m_{L+1} = 1). The features move with the chain rule,
+    weight of layer ℓ moving at rate m_{ℓ−1} m_ℓ ξ_ℓ (m_0 = m_{L+1} = 1), ∂_t w_ℓ = −m_{ℓ−1} m_ℓ ξ_ℓ ∂J/∂w_ℓ, which form
+    "weights" takes by autodiff of J (`energy`, with the smoothed |w|). The features move with the chain rule,
 
         ∂_t θ_1 = ∂_t w_1 X^T = −ξ_1 (X X^T δ_1 + λ θ_1),
         ∂_t θ_{ℓ+1} = s ∂_t θ_ℓ + (1/m_ℓ) Σ_i [∂_t w_{ℓ+1,i·} h(θ_{ℓ,i}) + w_{ℓ+1,i·} h'(θ_{ℓ,i}) ⊙ ∂_t θ_{ℓ,i}],
@@ -177,8 +178,13 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
                 back = weights[ell] @ deltas[ell] / deltas[ell].shape[0]
         return f, delta_out, deltas, hs, slopes
 
-    def _velocities(self, thetas: list, weights: list, data: Dataset, features: bool = True) -> tuple[list, list]:
-        """∂_t w_1..w_{L+1} and (with `features`) ∂_t θ_1..θ_L."""
+    def _velocities(self, thetas: list, weights: list, data: Dataset) -> tuple[list, list]:
+        """∂_t w_1..w_{L+1} and ∂_t θ_1..θ_L, by hand-written backpropagation through the features `thetas`."""
+        # Written by hand for form "features" (and the feature speeds of the observables): ∂_t θ is not a gradient
+        # but the chain rule through ∂_t w, and the weights' signals come from the state's features, not from a
+        # forward pass, so autodiff of `energy` gives neither. benchmarks/deep_flows.py part 1: FeatureDNN(form=
+        # "features") 1.26× / 1.33× a bare jax.grad (float64 / float32), the same velocity written by hand in plain
+        # JAX 1.25× / 1.40× (row "features-form velocity written by hand"; benchmarks/RESULTS.md, "Deep flows").
         _, delta_out, deltas, hs, slopes = self._signals(thetas, weights, data)
         data_grads = [deltas[0] @ data.X, *(hs[ell] @ deltas[ell + 1].T for ell in range(self.depth - 1)), hs[-1] @ delta_out]
         reg_grads = jax.grad(self.regulariser)(weights, self.smoothing)
@@ -186,8 +192,6 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         xi = self._rates(weights[0].dtype)
         # In the state's dtype, also where the data are wider (a float32 state under jax_enable_x64).
         dw = [-(xi[ell] * g + rates[ell] * r).astype(w.dtype) for ell, (g, r, w) in enumerate(zip(data_grads, reg_grads, weights))]
-        if not features:
-            return dw, []
         dtheta = [(dw[0] @ data.X.T).astype(thetas[0].dtype)]
         for ell in range(self.depth - 1):
             hdot = slopes[ell] * dtheta[ell]
@@ -212,19 +216,24 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         increment = thetas[ell + 1] - thetas[ell] if self.skip else thetas[ell + 1]
         return -xi[ell + 1] * (deltas[ell + 1] @ (h.T @ h / m) + lam * increment)
 
-    def energy(self, state: dict, data: Dataset):
-        """J = E_i ℓ(f_i, y_i) + (λ/2) ‖w‖², with f from the state's last-layer features in form "features"."""
+    def energy(self, state: dict, data: Dataset, smoothing=None):
+        """J = E_i ℓ(f_i, y_i) + R(w), with f from the state's last-layer features in form "features"; with
+        `smoothing` ε, R's |w| → √(w² + ε²) − ε (the J whose gradient the velocity follows)."""
         weights, thetas = self._unpack(state, data)
         f = self._output(thetas[-1], weights[-1])
-        return jnp.mean(losses.get(self.loss)(f, data.y)) + self.regulariser(weights)
+        return jnp.mean(losses.get(self.loss)(f, data.y)) + self.regulariser(weights, smoothing)
 
     def velocity(self, t, state: dict, data: Dataset) -> dict:
+        """Form "weights": ∂_t w_ℓ = −m_{ℓ−1} m_ℓ ξ_ℓ ∂J/∂w_ℓ, the gradient of `energy` (with `smoothing`) by autodiff,
+        in the state's dtype. Form "features": weights and features moved together (class docstring, `_velocities`)."""
+        names = self._weight_names()
+        if self.form == "weights":
+            grads = jax.grad(self.energy)(state, data, self.smoothing)
+            rates = self._multipliers([state[name] for name in names])
+            return {name: -(rate * grads[name]).astype(state[name].dtype) for name, rate in zip(names, rates)}
         weights, thetas = self._unpack(state, data)
-        dw, dtheta = self._velocities(thetas, weights, data, features=self.form == "features")
-        out = dict(zip(self._weight_names(), dw))
-        if self.form == "features":
-            out.update(zip(self._feature_names(), dtheta))
-        return out
+        dw, dtheta = self._velocities(thetas, weights, data)
+        return dict(zip(names, dw)) | dict(zip(self._feature_names(), dtheta))
 
     def consistency(self, state: dict, data: Dataset) -> Array:
         """The distance of the features from the network's forward pass, per layer ℓ = 1..L, as a root mean square
