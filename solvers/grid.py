@@ -346,24 +346,24 @@ class Grid(mfpde.AbstractAlgorithm):
         system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
                              self.cell_volume, self.chunk_size, tuple(index))
         point = _GridPoint(None, system, jnp.asarray(m0, dtype), dtype)
-        probes = None
-        if solver is None:
-            probes = _probe_points(point, base, ensemble)
-            span = float(base.tspan[1] - base.tspan[0])
-            kinds = np.where(~probes["diffusive"], "transport",
-                             np.where(probes["explicit_rate"] * span > self.stiff_steps, "implicit", "imex"))
-            if len(set(kinds.tolist())) > 1:
-                return solve_per_kind(self, ensemble, kinds, dict(
-                    saveat=saveat, stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0,
-                    max_steps=max_steps, progress_meter=progress_meter, key=key, batch_size=batch_size, directory=directory, checkpoint_every=checkpoint_every, client=client,
-                    throw=throw))
+        options = dict(saveat=saveat, stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0,
+                       max_steps=max_steps, progress_meter=progress_meter, key=key, batch_size=batch_size,
+                       directory=directory, checkpoint_every=checkpoint_every, client=client, throw=throw)
         key, seed = as_key(key)
         default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
         rtol = tolerance(rtol, default_rtol, "rtol", dtype)
         atol = tolerance(atol, rtol / m0.size, "atol", dtype)
         meter = as_progress_meter(progress_meter)
         attrs = {"seed": seed}
+        length = float(base.tspan[1] - base.tspan[0])
         with Timer() as timer:
+            probes = None
+            if solver is None:
+                probes = _probe_points(point, base, ensemble)
+                kinds = np.where(~probes["diffusive"], "transport",
+                                 np.where(probes["explicit_rate"] * length > self.stiff_steps, "implicit", "imex"))
+                if len(set(kinds.tolist())) > 1:  # each kind as its own study, timed by its own solve
+                    return solve_per_kind(self, ensemble, kinds, options)
             cap = None
             if probes is not None and kinds[0] == "transport":
                 # Pure transport (upwind): Heun is a convex combination of Euler steps, which keep masses
@@ -377,7 +377,8 @@ class Grid(mfpde.AbstractAlgorithm):
                              transport_cap="every step" if every_step else "constant")
             elif probes is not None:
                 stiff = kinds[0] == "implicit"
-                attrs.update(explicit_stability_steps=float(np.max(probes["explicit_rate"])) * span, stiff_detected=stiff)
+                attrs.update(explicit_stability_steps=float(np.max(probes["explicit_rate"])) * length,
+                             stiff_detected=stiff)
                 solver = implicit_solver(gmres_atol=1e-12) if stiff else default_solver(
                     SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype))
             if stepsize_controller is None:
@@ -420,23 +421,29 @@ def default_solver(diffusion: SpectralDiffusion) -> diffrax.AbstractSolver:
     return diffrax.KenCarp4(root_finder=SpectralRootFinder(diffusion))
 
 
+def _probe(point, base, values):
+    # Everything traced (an argument of the jitted callers): the problem's checks run on concrete values only.
+    system = point.system(mfpde.remake(base, **values))
+    m = point.m0
+    return {"diffusive": system.tau > 0, "explicit_rate": _explicit_steps(system, m),
+            "outflow_rate": _outflow_rate(system, m), "interacting": _interacting(system, m)}
+
+
+_probe_one = eqx.filter_jit(_probe)
+_probe_each = eqx.filter_jit(eqx.filter_vmap(_probe, in_axes=(None, None, 0)))
+
+
 def _probe_points(point, base, ensemble) -> dict:
     """The probes of the default integrator at the initial masses, per point of `ensemble` (or for `base` alone):
     whether τ > 0 (`diffusive`), the steps per unit time the explicit part needs (`_explicit_steps`), the largest
     outflow rate of a cell at τ = 0 (`_outflow_rate`), and whether the potential depends on the masses
     (`_interacting`), as NumPy arrays."""
-    def probe(point, base, values):  # all traced: the problem's checks run on concrete values only
-        system = point.system(mfpde.remake(base, **values))
-        m = point.m0
-        return {"diffusive": system.tau > 0, "explicit_rate": _explicit_steps(system, m),
-                "outflow_rate": _outflow_rate(system, m), "interacting": _interacting(system, m)}
-
     if ensemble is None:
-        out = eqx.filter_jit(probe)(point, base, {})
+        out = _probe_one(point, base, {})
     else:
         values = {name: jnp.asarray(np.asarray([p[name] for p in ensemble.points()]), point.dtype)
                   for name in ensemble.sweep}
-        out = eqx.filter_jit(eqx.filter_vmap(probe, in_axes=(None, None, 0)))(point, base, values)
+        out = _probe_each(point, base, values)
     return {name: np.atleast_1d(np.asarray(value)) for name, value in out.items()}
 
 
