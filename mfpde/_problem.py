@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 from ._checks import as_float_array, is_concrete
 from ._dataset import Dataset
 from ._population import Population
-from .flows import AbstractFlow, AbstractLayeredFlow
+from .flows import AbstractMeanFieldFlow
 from .measures import AbstractMeasure
 
 
@@ -29,19 +29,20 @@ class FlowProblem(AbstractProblem):
 
     **Arguments:**
 
-    - `flow`: an `mfpde.flows.AbstractFlow` (or `AbstractLayeredFlow`, e.g. `flows.Multilayer`).
+    - `flow`: an `mfpde.flows.AbstractMeanFieldFlow`: a flow on measures (`AbstractFlow`, e.g. `flows.TwoLayer`) or
+      a layered one (`AbstractLayeredFlow`, e.g. `flows.Multilayer`).
     - `data`: an `mfpde.Dataset` or `mfpde.Population` (None for data-free flows such as `flows.Potential`).
     - `init`: the initial measure, an `mfpde.measures.AbstractMeasure`.
     - `tspan`: (t0, t1) in mean-field time units, t1 > t0.
     """
 
-    flow: AbstractFlow
+    flow: AbstractMeanFieldFlow
     data: Dataset | Population | None
     init: AbstractMeasure
     tspan: tuple[Float[Array, ""], Float[Array, ""]] = eqx.field(converter=_tspan)
 
     def __check_init__(self):
-        if not isinstance(self.flow, (AbstractFlow, AbstractLayeredFlow)):
+        if not isinstance(self.flow, AbstractMeanFieldFlow):
             raise TypeError(f"`flow` must be an mfpde.flows flow, got {type(self.flow).__name__}.")
         if not isinstance(self.init, AbstractMeasure):
             raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")
@@ -67,12 +68,12 @@ class StationaryProblem(AbstractProblem):
       its iteration from).
     """
 
-    flow: AbstractFlow | AbstractLayeredFlow
+    flow: AbstractMeanFieldFlow
     data: Dataset | Population | None
     init: AbstractMeasure
 
     def __check_init__(self):
-        if not isinstance(self.flow, (AbstractFlow, AbstractLayeredFlow)):
+        if not isinstance(self.flow, AbstractMeanFieldFlow):
             raise TypeError(f"`flow` must be an mfpde.flows flow, got {type(self.flow).__name__}.")
         if not isinstance(self.init, AbstractMeasure):
             raise TypeError(f"`init` must be an mfpde.measures measure, got {type(self.init).__name__}.")

@@ -7,6 +7,7 @@ tolerances, the integrator (adaptive diffrax or a fixed-step scan), and running 
 or a study (per-point or shared steps, batches, devices, a store to resume from, Dask).
 """
 
+import abc
 from pathlib import Path
 
 import diffrax
@@ -25,6 +26,35 @@ from ._tolerances import tolerance
 MAX_STEPS = 100_000
 """The default `max_steps` of every integration (`Particles`, `Units`, `Grid`): a budget that stops a run whose steps
 collapse, far above what a converging run takes (a few thousand adaptive steps in benchmarks/RESULTS.md)."""
+
+
+class AbstractPoint(eqx.Module):
+    """One problem of a run or a study, solved from its key: pure, so it vmaps. A discretisation says what the system
+    of a problem is and how its state starts; `__call__` integrates it, from the start or from a restart."""
+
+    integrate: eqx.AbstractVar[jax.tree_util.Partial | None]
+    dtype: eqx.AbstractVar[np.dtype]
+
+    @abc.abstractmethod
+    def system(self, problem: mfpde.FlowProblem) -> eqx.Module:
+        """The system of `problem` on the flat state: `velocity(t, y)`, `observe(t, y, noisy, save)` and, for noise,
+        `noise_scale(y)` and `brownian(span, tol, key, like)`."""
+
+    @abc.abstractmethod
+    def start(self, problem: mfpde.FlowProblem, key) -> tuple[jax.Array, jax.Array]:
+        """(the flat state at t0 drawn with the first half of `key`, the second half, which drives the noise)."""
+
+    def constrain(self, y: jax.Array) -> jax.Array:
+        """The initial state as the integration holds it (e.g. sharded across devices)."""
+        return y
+
+    def __call__(self, problem, key, meter, restart=None):
+        """(observables at the save times, statistics, final state). With `restart = (ts, state)` it integrates over
+        the save times ts only, from `state = (y, t, steps taken)` if given, else from the start (`restart_options`)."""
+        y0, noise_key = self.start(problem, key)  # a restart's state replaces y0 (and XLA drops the draw)
+        span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
+        y0, t_start, options = restart_options(self.integrate, y0, span[0], restart)
+        return self.integrate(self.system(problem), self.constrain(y0), t_start, span, noise_key, meter, **options)
 
 
 def check_counts(**counts) -> None:

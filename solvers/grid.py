@@ -14,7 +14,7 @@ import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
 from ._batches import sweep_variables
-from ._driver import MAX_STEPS, adaptive_integrator, check_counts, restart_options, run, solve_per_kind
+from ._driver import MAX_STEPS, AbstractPoint, adaptive_integrator, check_counts, run, solve_per_kind
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
 from ._integrate import AbstractWrappedController, as_key, as_progress_meter, implicit_solver
@@ -530,9 +530,9 @@ def is_imex(solver) -> bool:
     return isinstance(origin, type) and issubclass(origin, diffrax.MultiTerm)
 
 
-class _GridPoint(eqx.Module):
-    """Solves one problem on the grid from the initial masses `m0` (the same for every point of a study): pure, so
-    it vmaps. `base` is the base problem's system, whose flow and data a point's problem replaces."""
+class _GridPoint(AbstractPoint):
+    """One problem on the grid, from the initial masses `m0` (the same for every point of a study). `base` is the
+    base problem's system, whose flow and data a point's problem replaces."""
 
     integrate: jax.tree_util.Partial | None
     base: "_GridSystem"
@@ -544,13 +544,6 @@ class _GridPoint(eqx.Module):
 
     def start(self, problem, key):
         return self.m0, key
-
-    def __call__(self, problem, key, meter, restart=None):
-        """(observables at the save times, statistics, final masses), from `m0` or continued from `restart` (see
-        `restart_options`)."""
-        span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
-        m0, t_start, options = restart_options(self.integrate, self.m0, span[0], restart)
-        return self.integrate(self.system(problem), m0, t_start, span, key, meter, **options)
 
 
 class _GridSystem(eqx.Module):

@@ -14,7 +14,7 @@ import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
 from ._batches import error_norm, sweep_variables
-from ._driver import MAX_STEPS, check_counts, integrator, restart_options, run, solve_per_kind
+from ._driver import MAX_STEPS, AbstractPoint, check_counts, integrator, run, solve_per_kind
 from ._entropy import knn_entropy
 from ._integrate import as_key, as_progress_meter, brownian_tree
 
@@ -248,8 +248,8 @@ def _initial_state(init, key, n, groups):
     return jnp.concatenate([jnp.asarray(sampled[g]).reshape(n, size) for g, size in groups.items()], axis=1).reshape(-1)
 
 
-class _Point(eqx.Module):
-    """Solves one problem from its key: samples the initial particles, then integrates. Pure, so it vmaps."""
+class _Point(AbstractPoint):
+    """N particles of one problem: the initial particles drawn from its measure, then integrated."""
 
     integrate: jax.tree_util.Partial
     n: int = eqx.field(static=True)
@@ -264,19 +264,11 @@ class _Point(eqx.Module):
         return _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples)
 
     def start(self, problem, key):
-        """The initial state, drawn with the first half of `key`, and the second half, which drives the noise."""
         init_key, noise_key = jax.random.split(key)
         return _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype), noise_key
 
-    def __call__(self, problem, key, meter, restart=None):
-        """(observables at the save times, statistics, final state). With `restart = (ts, state)` it
-        integrates over the save times ts only, from `state = (y, t, steps taken)` if given, else from the initial measure."""
-        y0, noise_key = self.start(problem, key)  # a restart's state replaces y0 (and XLA drops the draw)
-        span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
-        y0, t_start, options = restart_options(self.integrate, y0, span[0], restart)
-        if self.sharding is not None:
-            y0 = jax.lax.with_sharding_constraint(y0, self.sharding)
-        return self.integrate(self.system(problem), y0, t_start, span, noise_key, meter, **options)
+    def constrain(self, y):
+        return y if self.sharding is None else jax.lax.with_sharding_constraint(y, self.sharding)
 
 
 class _System(eqx.Module):

@@ -10,7 +10,7 @@ import mfpde
 from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
 
 from ._batches import error_norm, sweep_variables
-from ._driver import MAX_STEPS, check_counts, integrator, restart_options, run
+from ._driver import MAX_STEPS, AbstractPoint, check_counts, integrator, run
 from ._integrate import as_key, as_progress_meter
 
 
@@ -86,8 +86,8 @@ class Units(mfpde.AbstractAlgorithm):
         return warn_or_raise(mfpde.Solution(dataset, problem), throw)
 
 
-class _UnitsPoint(eqx.Module):
-    """Solves one layered problem from its key: samples the weights, then integrates. Pure, so it vmaps."""
+class _UnitsPoint(AbstractPoint):
+    """The units of one layered problem: the weights drawn from its measure, then integrated."""
 
     integrate: jax.tree_util.Partial
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True)
@@ -97,18 +97,9 @@ class _UnitsPoint(eqx.Module):
         return _LayeredSystem(problem.flow, problem.data, self.shapes)
 
     def start(self, problem, key):
-        """The weights at t = 0, drawn with the first half of `key`, and the second half (which would drive noise)."""
         init_key, noise_key = jax.random.split(key)
         y0 = _initial_vector(problem.flow, problem.init, init_key, dict(self.shapes), problem.data)
         return y0.astype(self.dtype), noise_key
-
-    def __call__(self, problem, key, meter, restart=None):
-        """(observables at the save times, statistics, final state), from weights drawn with `key`'s first half (the
-        second would drive noise), or continued from `restart` (see `restart_options`)."""
-        y0, noise_key = self.start(problem, key)
-        span = tuple(jnp.asarray(t, self.dtype) for t in problem.tspan)
-        y0, t_start, options = restart_options(self.integrate, y0, span[0], restart)
-        return self.integrate(self.system(problem), y0, t_start, span, noise_key, meter, **options)
 
 
 def _initial_vector(flow, init, key, shapes: dict, data):

@@ -1,6 +1,10 @@
 """Flows: the energy (and velocity) of a measure dynamics, one model family per module."""
 
-from ._base import AbstractFlow as AbstractFlow, AbstractLayeredFlow as AbstractLayeredFlow
+from ._base import (
+    AbstractFlow as AbstractFlow,
+    AbstractLayeredFlow as AbstractLayeredFlow,
+    AbstractMeanFieldFlow as AbstractMeanFieldFlow,
+)
 from ._feature_dnn import FeatureDNN as FeatureDNN
 from ._feature_resnet import FeatureResNet as FeatureResNet
 from ._features import AbstractFeatureFlow as AbstractFeatureFlow

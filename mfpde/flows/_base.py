@@ -9,7 +9,38 @@ from jaxtyping import Array, Float, Scalar
 from .._dataset import Dataset
 
 
-class AbstractFlow(eqx.Module):
+class AbstractMeanFieldFlow(eqx.Module):
+    """What every flow is: the gradient flow of an energy J on a state, each part of the state moving at its
+    mean-field rate, so that the dynamics has a limit as the number of particles (units) grows,
+
+        ∂_t state = −multipliers ⊙ ∂J/∂state,
+
+    plus the temperature τ ≥ 0 of an entropy term. `velocity` takes the gradient by autodiff of `energy` by default;
+    flows that are not gradient flows override it, their `energy` still being what the results report as `risk`.
+    The two kinds of state: a measure's particles (`AbstractFlow`, solved by `Particles`, `Grid` and the stationary
+    solvers) and the weight matrices between the units of consecutive layers (`AbstractLayeredFlow`, solved by
+    `Units`).
+    """
+
+    temperature: eqx.AbstractVar[Float[Array, ""]]
+
+    @abc.abstractmethod
+    def energy(self, *args, **kwargs) -> Scalar:
+        """J of a state (arguments: see the subclass), reported as `risk`."""
+
+    @abc.abstractmethod
+    def velocity(self, t, *args, **kwargs):
+        """∂_t of the state at time t (arguments: see the subclass)."""
+
+    def check_data(self, data) -> None:
+        """Raise a ValueError naming `data` when this flow cannot use it."""
+
+    def describe(self, data) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+        """For each observable: its dims (beyond `time`) and its CF attributes (`long_name`, `units`)."""
+        return {}
+
+
+class AbstractFlow(AbstractMeanFieldFlow):
     """The dynamics of a measure ρ over the coordinates θ of a neuron (or feature), given by an energy.
 
     A flow is defined by its energy R evaluated on a weighted empirical measure ρ = Σ_j m_j δ_{θ_j}
@@ -20,8 +51,6 @@ class AbstractFlow(eqx.Module):
     Coordinates come in named groups (`groups`), e.g. `{"u": 1, "w": d}`; the state of N particles is an (N, p)
     array with the groups side by side in that order.
     """
-
-    temperature: eqx.AbstractVar[Float[Array, ""]]
 
     @abc.abstractmethod
     def groups(self, data: Dataset | None) -> dict[str, int]:
@@ -40,9 +69,6 @@ class AbstractFlow(eqx.Module):
         - `data`: the training data (None for data-free flows).
         - `chunk_size`: evaluate the data term in chunks of this many training points (memory O(N·chunk)).
         """
-
-    def check_data(self, data: Dataset | None) -> None:
-        """Raise a ValueError naming `data` when this flow cannot use it."""
 
     def coordinates(self, data: Dataset | None) -> tuple[str, ...]:
         """Names of the p coordinates of θ: the group name, or `name_i` for a group of several."""
@@ -65,18 +91,13 @@ class AbstractFlow(eqx.Module):
         """Model-specific observables of ρ (e.g. training loss, predictions). See `describe` for their dims."""
         return {}
 
-    def describe(self, data: Dataset | None) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
-        """For each observable: its dims (beyond `time`) and its CF attributes (`long_name`, `units`)."""
-        return {}
 
-
-class AbstractLayeredFlow(eqx.Module):
+class AbstractLayeredFlow(AbstractMeanFieldFlow):
     """A flow whose state is a dict of weight matrices between the units of consecutive layers (units are the
     particles of each layer), for multilayer mean-field limits. Solved by `solvers.Units`, whose widths are the
-    discretisation. Need not be a gradient flow: `velocity` carries the per-layer time scales.
+    discretisation. Each array moves at its own mean-field rate (`multipliers`, e.g. N_{ℓ−1} N_ℓ ξ_ℓ for the weights
+    of layer ℓ): ∂_t w = −multiplier · ∂J/∂w (`velocity`, by autodiff of `energy`).
     """
-
-    temperature: eqx.AbstractVar[Float[Array, ""]]
 
     @abc.abstractmethod
     def shapes(self, widths: tuple[int, ...], data: Dataset) -> dict[str, tuple[int, ...]]:
@@ -84,22 +105,21 @@ class AbstractLayeredFlow(eqx.Module):
 
     @abc.abstractmethod
     def energy(self, state: dict, data: Dataset) -> Scalar:
-        """The objective reported as `risk`."""
+        """The objective J of the weights, reported as `risk`."""
 
     @abc.abstractmethod
+    def multipliers(self, t, state: dict) -> dict[str, Array]:
+        """The mean-field rate of each array of the state at time t (a scalar, or an array that broadcasts)."""
+
     def velocity(self, t, state: dict, data: Dataset) -> dict:
-        """∂_t of every array of the state."""
+        """∂_t w = −multiplier · ∂J/∂w for every array w of the state, in the state's dtype."""
+        grads = jax.grad(self.energy)(state, data)
+        rates = self.multipliers(t, state)
+        return {name: -jnp.asarray(rates[name], g.dtype) * g for name, g in grads.items()}
 
     @abc.abstractmethod
     def observables(self, t, state: dict, data: Dataset) -> dict[str, Array]:
         """Observables at time t (including `risk`); `describe` gives their dims and CF attributes."""
-
-    @abc.abstractmethod
-    def describe(self, data: Dataset) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
-        """For each observable: its dims beyond `time`, and its CF attributes."""
-
-    def check_data(self, data) -> None:
-        """Raise a ValueError naming `data` when this flow cannot use it."""
 
     def initial_state(self, init, key, shapes: dict[str, tuple[int, ...]], data: Dataset) -> dict:
         """The state at t = 0 drawn from the initial measure `init` (by default its `sample_layers`)."""

@@ -162,6 +162,11 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         xi = self._rates(weights[0].dtype)
         return [widths[ell] * widths[ell + 1] * xi[ell] for ell in range(self.depth + 1)]
 
+    def multipliers(self, t, state: dict) -> dict[str, Array]:
+        """m_{ℓ−1} m_ℓ ξ_ℓ for the weights of the L + 1 layers (the features' speeds follow from them)."""
+        names = self._weight_names()
+        return dict(zip(names, self._multipliers([state[name] for name in names])))
+
     def _signals(self, thetas: list, weights: list, data: Dataset):
         """Outputs f, the backward signals δ_{L+1} (n, k) and δ_1..δ_L (each (m_ℓ, n)), h_ℓ(θ_ℓ) and h_ℓ'(θ_ℓ)."""
         f = self._output(thetas[-1], weights[-1])
@@ -227,10 +232,10 @@ class AbstractFeatureFlow(AbstractLayeredFlow):
         """Form "weights": ∂_t w_ℓ = −m_{ℓ−1} m_ℓ ξ_ℓ ∂J/∂w_ℓ, the gradient of `energy` (with `smoothing`) by autodiff,
         in the state's dtype. Form "features": weights and features moved together (class docstring, `_velocities`)."""
         names = self._weight_names()
-        if self.form == "weights":
+        if self.form == "weights":  # not the base's velocity: J's gradient with the smoothed |w|
             grads = jax.grad(self.energy)(state, data, self.smoothing)
-            rates = self._multipliers([state[name] for name in names])
-            return {name: -(rate * grads[name]).astype(state[name].dtype) for name, rate in zip(names, rates)}
+            rates = self.multipliers(t, state)
+            return {name: -(rates[name] * grads[name]).astype(state[name].dtype) for name in names}
         weights, thetas = self._unpack(state, data)
         dw, dtheta = self._velocities(thetas, weights, data)
         return dict(zip(names, dw)) | dict(zip(self._feature_names(), dtheta))

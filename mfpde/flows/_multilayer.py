@@ -102,17 +102,11 @@ class Multilayer(AbstractLayeredFlow):
         return data_term + 0.5 * self.l2 * sum(jnp.mean(w**2) for w in state.values())
 
     def multipliers(self, t, state: dict) -> dict[str, Array]:
-        """N_{ℓ−1} N_ℓ ξ_ℓ(t) per layer."""
+        """N_{ℓ−1} N_ℓ ξ_ℓ(t) per layer: the rates of ∂_t w_ℓ = −N_{ℓ−1} N_ℓ ξ_ℓ(t) ∂J/∂w_ℓ (`velocity`)."""
         names = _layer_names(self.depth)
         xi = self.schedule(t) if self.schedule is not None else (self.rates if self.rates is not None else jnp.ones(self.depth))
         widths = [1, state[names[0]].shape[0], *(state[name].shape[1] for name in names[1:-1]), 1]
         return {name: widths[i] * widths[i + 1] * xi[i] for i, name in enumerate(names)}
-
-    def velocity(self, t, state: dict, data: Dataset) -> dict:
-        """∂_t w_ℓ = −N_{ℓ−1} N_ℓ ξ_ℓ(t) ∂J/∂w_ℓ."""
-        grads = jax.grad(self.energy)(state, data)
-        scale = self.multipliers(t, state)
-        return {name: -scale[name].astype(g.dtype) * g for name, g in grads.items()}
 
     def balance(self, state: dict, rates) -> list[Array]:
         """For each hidden unit j of layer ℓ: Σ_in w²/r_ℓ − Σ_out w²/r_{ℓ+1} with r the per-layer rates
