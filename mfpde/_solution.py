@@ -86,7 +86,8 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
 
     **Arguments:**
 
-    - `variables`, `coords`: name → (dims, values, CF attributes).
+    - `variables`, `coords`: name → (dims, values, CF attributes). The dimensions `sample` and `output` of a
+      finite training set get their index coordinates when `coords` does not give them.
     - `problem`, `algorithm`: recorded as attributes with all their parameters.
     - `stats`: solver statistics (integers, scalars or arrays over `stat_dims`); `result` becomes a CF flag variable.
     - `timing`: an `mfpde._timing.Timer`.
@@ -101,6 +102,12 @@ def make_dataset(*, variables: dict, coords: dict, problem, algorithm, stats: di
             data_vars[name] = result_variable(value, stat_dims)
         else:
             data_vars[name] = xr.Variable(stat_dims, np.asarray(value, dtype=np.int64), {"long_name": name.replace("_", " "), "units": "1"})
+    used = {dim for variable in data_vars.values() for dim in variable.dims}
+    if problem.data is not None and hasattr(problem.data, "n"):  # the training points' axes, where not given
+        for dim, size, long_name in (("sample", problem.data.n, "training point index"),
+                                     ("output", problem.data.k, "output index")):
+            if dim in used and dim not in coords:
+                coords = {**coords, dim: ((dim,), np.arange(size), {"long_name": long_name})}
     coord_vars = {}
     for name, (dims, values, coord_attrs) in coords.items():
         if name == "time":

@@ -1,5 +1,6 @@
 """Algorithms that discretise and solve `mfpde` problems, one per module."""
 
+from ._driver import AbstractIntegrationAlgorithm as AbstractIntegrationAlgorithm
 from .particles import Particles as Particles
 from .units import Units as Units
 from .grid import Grid as Grid

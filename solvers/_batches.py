@@ -205,13 +205,11 @@ def run_shared(point, base, values, keys, paths, meter, group):
     return solve_shared(point, base, values, keys, paths, meter, group)
 
 
-def error_norm(stepping: str, ensemble, batch_size: int, method: str):
+def error_norm(stepping: str, ensemble, batch_size: int):
     """The error norm of the default step-size controller under `batch_stepping=stepping` (checked here):
     `MaxRMSNorm` for the batches of a study stepped together, else diffrax's RMS norm."""
     if stepping not in ("per_point", "shared"):
         raise ValueError(f"`batch_stepping` must be 'per_point' or 'shared', got {stepping!r}.")
-    if stepping == "shared" and method == "scan":
-        raise ValueError("`batch_stepping='shared'` needs method='adaptive' (the scan's fixed steps are shared anyway).")
     if stepping == "shared" and ensemble is not None:
         return MaxRMSNorm(min(batch_size, int(np.prod(ensemble.shape))))
     return finite_rms_norm

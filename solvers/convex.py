@@ -417,8 +417,6 @@ def _dataset(problem, algorithm, flow, data, observed, stats, timer, coords, att
     A = observed["mass"].shape[0]
     coords = coords | {
         "candidate": (("candidate",), np.arange(A), {"long_name": "candidate feature (last-layer unit) index"}),
-        "sample": (("sample",), np.arange(data.n), {"long_name": "training point index"}),
-        "output": (("output",), np.arange(data.k), {"long_name": "output index"}),
     }
     stats = {k: np.asarray(v) for k, v in stats.items()}
     return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,

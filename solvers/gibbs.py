@@ -11,12 +11,12 @@ import numpy as np
 import optimistix as optx
 
 import mfpde
-from mfpde.extend import is_concrete, result_code
+from mfpde.extend import is_concrete, make_dataset, result_code
 
 from ._grid_ops import sg_rate
 from ._stationary import (AbstractStationaryAlgorithm, AbstractStationarySystem, check_measure_flow,
                           solve_stationary)
-from .grid import Grid, _dataset, _GridSystem
+from .grid import Grid, _GridSystem, grid_layout
 
 
 class GibbsFixedPoint(AbstractStationaryAlgorithm):
@@ -111,7 +111,7 @@ class GibbsFixedPoint(AbstractStationaryAlgorithm):
 
     def discretise(self, problem, key, dtype):
         grid = self.grid
-        axes, index, theta, m0, outside, how = grid.discretise(problem, key)
+        axes, index, theta, m0, outside, how = grid.discretise_measure(problem, key)
         system = _GridSystem(problem.flow, problem.data, jnp.asarray(theta, dtype), grid.cells, grid.spacing,
                              grid.periodic, grid.cell_volume, grid.chunk_size, tuple(index))
         return _GibbsSystem(system, jnp.asarray(m0, dtype), grid.save_state), (axes, outside, how)
@@ -125,16 +125,18 @@ class GibbsFixedPoint(AbstractStationaryAlgorithm):
                 f"`max_outside` = {grid.max_outside:g} of the Grid): the box cuts the Gibbs state off, and what is "
                 f"returned is the Gibbs state of the flow confined to the box; enlarge `bounds`.",
                 RuntimeWarning, stacklevel=5)
-        described = {
+        described, coords = grid_layout(grid, flow, problem.data, axes)
+        described |= {
             "residual": ((), {"long_name": "max_k |m_k − softmax(−Φ[m]/τ)_k| at the last iterate", "units": "1"}),
             "flux_residual": ((), {"long_name": "max_k |dm_k/dt| of the grid dynamics at the returned masses, "
                                                 "relative to max_k m_k", "units": "1"}),
         }
+        variables = {name: (described[name][0], np.asarray(values), described[name][1]) for name, values in observed.items()}
         attrs |= {"axes": list(axes), "cell_volume": grid.cell_volume, "initial_mass_outside": outside,
                   "initial_mass_outside_method": how, "mass_on_walls": on_walls}
-        title = f"{type(flow).__name__} Gibbs state, grid {'×'.join(map(str, grid.cells))}"
-        return _dataset(problem, self, grid, flow, problem.data, axes, grid.nodes(), None, observed, stats, timer, attrs,
-                        title=title, extra=described)
+        return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=self,
+                            stats={k: np.asarray(v) for k, v in stats.items()}, timing=timer, attrs=attrs,
+                            title=f"{type(flow).__name__} Gibbs state, grid {'×'.join(map(str, grid.cells))}")
 
 
 def _gibbs_map(system: _GridSystem, m):

@@ -2,6 +2,7 @@ import dataclasses
 import math
 import typing
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import diffrax
 import equinox as eqx
@@ -11,13 +12,12 @@ import numpy as np
 from jaxtyping import Array, Float
 
 import mfpde
-from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
+from mfpde.extend import as_float_array
 
-from ._batches import sweep_variables
-from ._driver import MAX_STEPS, AbstractPoint, adaptive_integrator, check_counts, run, solve_per_kind
+from ._driver import AbstractIntegrationAlgorithm, AbstractPoint, adaptive_integrator
 from ._grid_init import check_masses, initial_masses
 from ._grid_ops import SpectralDiffusion, SpectralRootFinder, _next, diffusion_rate, sg_rate
-from ._integrate import AbstractWrappedController, as_key, as_progress_meter, implicit_solver
+from ._integrate import AbstractWrappedController, as_key, implicit_solver
 from ._tolerances import tolerance
 
 
@@ -49,7 +49,7 @@ def _cells(value, dims: int) -> tuple[int, ...]:
     return tuple(int(n) for n in cells)
 
 
-class Grid(mfpde.AbstractAlgorithm):
+class Grid(AbstractIntegrationAlgorithm):
     """The Eulerian discretisation: the measure as masses m_k ≥ 0 (Σ m_k = 1) on the cells of a fixed grid over
     1, 2 or 3 of the flow's coordinates, moved by the finite-volume scheme of docs/algorithms/grid.md,
 
@@ -92,6 +92,13 @@ class Grid(mfpde.AbstractAlgorithm):
     Any diffrax `solver` and `stepsize_controller` given to `solve` are used as given: an IMEX solver (KenCarp3/4/5,
     Sil3) gets the same explicit/implicit split, any other solver the whole right-hand side.
 
+    `solve` takes the options of every time-stepping algorithm (`AbstractIntegrationAlgorithm.solve`). The default
+    tolerances on the masses are rtol 1e-6 (1e-4 in float32) and atol = rtol / (number of cells), i.e. relative to the
+    mean cell mass. The `key` is used only to estimate by sampling how much of an initial measure without a known
+    distribution function lies outside the box. A study sweeps parameters of the flow and of the data, each point
+    with its own steps (`batch_stepping="per_point"`); the initial masses are those of the base problem at every
+    point, so `init` and `seed` are not swept.
+
     **Arguments:**
 
     - `bounds`: ((low, high), ...) of the box, one pair per gridded axis (1 to 3 axes).
@@ -123,6 +130,7 @@ class Grid(mfpde.AbstractAlgorithm):
     save_state: bool = eqx.field(static=True)
     max_outside: float = eqx.field(static=True)
     stiff_steps: int = eqx.field(static=True)
+    sweepable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, bounds, cells, axes: Sequence[str] | None = None, periodic=None, fixed: Mapping | None = None,
                  chunk_size: int | None = None, save_state: bool = True, max_outside: float = 1e-6,
@@ -193,7 +201,7 @@ class Grid(mfpde.AbstractAlgorithm):
         """Cell centres θ_k along each axis."""
         return [lo + (np.arange(n) + 0.5) * h for (lo, _), n, h in zip(self.bounds, self.cells, self.spacing)]
 
-    def layout(self, flow: mfpde.flows.AbstractFlow, data) -> tuple[tuple[str, ...], tuple[int, ...], np.ndarray]:
+    def gridded_axes(self, flow: mfpde.flows.AbstractFlow, data) -> tuple[tuple[str, ...], tuple[int, ...], np.ndarray]:
         """(gridded axis names, their indices among the flow's coordinates, the fixed value of every coordinate with
         NaN at the gridded ones), after checking `axes` and `fixed` against the flow."""
         names = flow.coordinates(data)
@@ -270,12 +278,12 @@ class Grid(mfpde.AbstractAlgorithm):
                     f"mass there (e.g. measures.Gaussian(mean={value:g}, std=0) for that group)."
                 )
 
-    def discretise(self, problem, key=0):
+    def discretise_measure(self, problem, key=0):
         """The grid form of `problem` (a `FlowProblem` or `StationaryProblem`): (gridded axis names, their indices
         among the flow's coordinates, the nodes θ_k as a (K, p) array, the initial masses m_k (shape `cells`, summing
         to one), the fraction of the initial mass outside the box, and how that fraction was found)."""
         flow, data = problem.flow, problem.data
-        axes, index, fixed_values = self.layout(flow, data)
+        axes, index, fixed_values = self.gridded_axes(flow, data)
         mesh = np.meshgrid(*self.nodes(), indexing="ij")
         theta = np.tile(fixed_values, (int(np.prod(self.cells)), 1))
         for a, i in enumerate(index):
@@ -287,129 +295,80 @@ class Grid(mfpde.AbstractAlgorithm):
         m0 = check_masses(masses, outside, how, self.max_outside, self.bounds)
         return axes, index, theta, m0, outside, how
 
-    def solve(
-        self,
-        problem: mfpde.FlowProblem,
-        *,
-        saveat=None,
-        solver: diffrax.AbstractSolver | None = None,
-        stepsize_controller: diffrax.AbstractStepSizeController | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        dt0: float | None = None,
-        max_steps: int = MAX_STEPS,
-        progress_meter: diffrax.AbstractProgressMeter | bool | None = None,
-        key=0,
-        batch_size: int = 64,
-        directory=None,
-        checkpoint_every: int = 10,
-        client=None,
-        throw: bool = False,
-    ) -> mfpde.Solution:
-        """Integrate `problem` on the grid.
-
-        **Arguments:**
-
-        - `problem`: an `mfpde.FlowProblem`, or an `mfpde.EnsembleProblem` sweeping parameters of the flow or the
-          data (the initial masses are those of the base problem's `init` at every point). A study runs in batches
-          through one compiled program, each point with its own steps; each point gets the integrator it would get
-          alone (points of different kinds, τ = 0 transport, diffusion- or drift-dominated, run as one study each).
-        - `saveat`: times (array) or a `diffrax.SaveAt(ts=...)`; default 101 times over the span.
-        - `solver`, `stepsize_controller`: diffrax objects, used as given (default: see the class docstring and a
-          `PIDController(rtol, atol)`).
-        - `rtol`, `atol`: tolerances of the default controller on the masses (traced: changing them does not
-          recompile). Default rtol 1e-6 (1e-4 in float32) and atol = rtol / (number of cells), i.e. relative to the
-          mean cell mass.
-        - `dt0`: initial step (default: chosen by the controller).
-        - `max_steps`: step budget (default 100 000); reaching it returns what was computed, with result `max_steps_reached`.
-        - `progress_meter`: a diffrax progress meter, True for `diffrax.TqdmProgressMeter()`, False for none;
-          by default a progress bar in a notebook (not under pytest), none elsewhere.
-        - `key`: an integer seed or PRNG key, used only to estimate by sampling how much of an initial measure
-          without a known distribution function lies outside the box.
-        - `batch_size`, `directory`, `checkpoint_every`, `client`: as for `Particles.solve`: a study's points run
-          `batch_size` at a time, each finished batch written to `directory` and skipped when the study is solved
-          again; a single problem with a `directory` runs in segments of `checkpoint_every` save times, each stored,
-          a rerun continuing from the last; a Dask `client` runs the batches as tasks.
-        - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
-        """
-        ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
-        base = ensemble.problem if ensemble is not None else problem
-        if not isinstance(base, mfpde.FlowProblem):
-            raise TypeError(f"`problem` must be an mfpde.FlowProblem or EnsembleProblem, got {type(problem).__name__}.")
-        check_counts(max_steps=max_steps, batch_size=batch_size)
+    def check(self, problem, ensemble, options):
+        if options.batch_stepping != "per_point":
+            raise ValueError("`batch_stepping` of Grid must be 'per_point': its points cannot share steps (the IMEX "
+                             "terms of a stacked grid system are not written).")
         if ensemble is not None:
             _check_sweep(ensemble)
-        flow, data = base.flow, base.data
-        ts = save_times(saveat, base.tspan)
+
+    def devices(self):
+        return jax.devices()[:1]
+
+    def discretise(self, problem, ensemble, key):
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
-        axes, index, theta, m0, outside, how = self.discretise(base, key)
-        system = _GridSystem(flow, data, jnp.asarray(theta, dtype), self.cells, self.spacing, self.periodic,
-                             self.cell_volume, self.chunk_size, tuple(index))
-        point = _GridPoint(None, system, jnp.asarray(m0, dtype), dtype)
-        options = dict(saveat=saveat, stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0,
-                       max_steps=max_steps, progress_meter=progress_meter, key=key, batch_size=batch_size,
-                       directory=directory, checkpoint_every=checkpoint_every, client=client, throw=throw)
-        key, seed = as_key(key)
-        default_rtol = 1e-6 if dtype == jnp.float64 else 1e-4
-        rtol = tolerance(rtol, default_rtol, "rtol", dtype)
-        atol = tolerance(atol, rtol / m0.size, "atol", dtype)
-        meter = as_progress_meter(progress_meter)
-        attrs = {"seed": seed}
-        length = float(base.tspan[1] - base.tspan[0])
-        with Timer() as timer:
-            probes = None
-            if solver is None:
-                probes = _probe_points(point, base, ensemble)
-                kinds = np.where(~probes["diffusive"], "transport",
-                                 np.where(probes["explicit_rate"] * length > self.stiff_steps, "implicit", "imex"))
-                if len(set(kinds.tolist())) > 1:  # each kind as its own study, timed by its own solve
-                    return solve_per_kind(self, ensemble, kinds, options)
-            cap = None
-            if probes is not None and kinds[0] == "transport":
-                # Pure transport (upwind): Heun is a convex combination of Euler steps, which keep masses
-                # non-negative for dt ≤ 1/(largest outflow rate of a cell): the default caps every step so. Without
-                # interaction the potential, and so the cap, is the same for every density: one cap for a problem.
-                solver = diffrax.Heun()
-                every_step = ensemble is not None or bool(np.any(probes["interacting"]))
-                rate = float(np.max(probes["outflow_rate"]))
-                cap = None if every_step or not rate > 0 else jnp.asarray(1.0 / rate, dtype)
-                attrs.update(transport_dtmax=1.0 / rate if rate > 0 else None,
-                             transport_cap="every step" if every_step else "constant")
-            elif probes is not None:
-                stiff = kinds[0] == "implicit"
-                attrs.update(explicit_stability_steps=float(np.max(probes["explicit_rate"])) * length,
-                             stiff_detected=stiff)
-                solver = implicit_solver(gmres_atol=1e-12) if stiff else default_solver(
-                    SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype))
-            if stepsize_controller is None:
-                stepsize_controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=cap)
-                if attrs.get("transport_cap") == "every step":
-                    stepsize_controller = TransportCap(stepsize_controller)
-            imex = is_imex(solver)
-            attrs.update({
-                "solver": type(solver).__name__, "stepsize_controller": repr(stepsize_controller), "rtol": rtol,
-                "atol": atol, "max_steps": max_steps, "imex_split": imex, "axes": list(axes),
-                "cell_volume": self.cell_volume, "initial_mass_outside": outside, "initial_mass_outside_method": how,
-            })
-            span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
-            integrate = adaptive_integrator(ts=ts, dtype=dtype, span=span, solver=solver, controller=stepsize_controller,
-                                            dt0=dt0, max_steps=max_steps, save=self.save_state, imex=imex)
-            point = dataclasses.replace(point, integrate=integrate)
-            observed, stats = run(point, base, ensemble, self, key, meter, attrs, (solver, stepsize_controller), ts=ts,
-                                  directory=directory, checkpoint_every=checkpoint_every, batch_size=batch_size,
-                                  client=client, devices=jax.devices()[:1])
-        dataset = _dataset(base, self, self, flow, data, axes, self.nodes(), ts, observed, stats, timer, attrs,
-                           ensemble=ensemble)
-        return warn_or_raise(mfpde.Solution(dataset, problem), throw)
+        axes, index, theta, m0, outside, how = self.discretise_measure(problem, key)
+        system = _GridSystem(problem.flow, problem.data, jnp.asarray(theta, dtype), self.cells, self.spacing,
+                             self.periodic, self.cell_volume, self.chunk_size, tuple(index))
+        m0 = jnp.asarray(m0, dtype)
+        attrs = {"axes": list(axes), "cell_volume": self.cell_volume, "initial_mass_outside": outside,
+                 "initial_mass_outside_method": how}
+        return _GridPoint(None, system, m0, dtype), m0, attrs
+
+    def kinds(self, point, problem, ensemble, y0, options):
+        """Per point, from probes of the initial masses: "transport" (τ = 0), "imex" (diffusion-dominated) or
+        "implicit" (drift-dominated; see the class docstring)."""
+        if options.solver is not None:
+            return None, None
+        probes = _probe_points(point, problem, ensemble)
+        steps = probes["explicit_rate"] * float(problem.tspan[1] - problem.tspan[0])
+        kinds = np.where(~probes["diffusive"], "transport", np.where(steps > self.stiff_steps, "implicit", "imex"))
+        return kinds, probes | {"kind": kinds[0], "explicit_steps": steps}
+
+    def integrator(self, point, problem, ensemble, y0, ts, options, probes, norm):
+        dtype = point.dtype
+        rtol = tolerance(options.rtol, 1e-6 if dtype == jnp.float64 else 1e-4, "rtol", dtype)
+        atol = tolerance(options.atol, rtol / y0.size, "atol", dtype)
+        solver, controller, cap, attrs = options.solver, options.stepsize_controller, None, {}
+        if probes is not None and probes["kind"] == "transport":
+            # Pure transport (upwind): Heun is a convex combination of Euler steps, which keep masses non-negative
+            # for dt ≤ 1/(largest outflow rate of a cell): the default caps every step so. Without interaction the
+            # potential, and so the cap, is the same for every density: one cap for a problem.
+            solver = diffrax.Heun()
+            every_step = ensemble is not None or bool(np.any(probes["interacting"]))
+            rate = float(np.max(probes["outflow_rate"]))
+            cap = None if every_step or not rate > 0 else jnp.asarray(1.0 / rate, dtype)
+            attrs.update(transport_dtmax=1.0 / rate if rate > 0 else None,
+                         transport_cap="every step" if every_step else "constant")
+        elif probes is not None:
+            stiff = probes["kind"] == "implicit"
+            attrs.update(explicit_stability_steps=float(np.max(probes["explicit_steps"])), stiff_detected=stiff)
+            solver = implicit_solver(gmres_atol=1e-12) if stiff else default_solver(
+                SpectralDiffusion(self.cells, self.spacing, self.periodic, dtype))
+        if controller is None:
+            controller = diffrax.PIDController(rtol=rtol, atol=atol, dtmax=cap)
+            if attrs.get("transport_cap") == "every step":
+                controller = TransportCap(controller)
+        imex = is_imex(solver)
+        attrs.update(solver=type(solver).__name__, stepsize_controller=repr(controller), rtol=rtol, atol=atol,
+                     max_steps=options.max_steps, imex_split=imex)
+        span = tuple(jnp.asarray(t, dtype) for t in problem.tspan)
+        integrate = adaptive_integrator(ts=ts, dtype=dtype, span=span, solver=solver, controller=controller,
+                                        dt0=options.dt0, max_steps=options.max_steps, save=self.save_state, imex=imex)
+        return integrate, attrs, (solver, controller)
+
+    def layout(self, problem, ensemble, ts, observed, attrs):
+        described, coords = grid_layout(self, problem.flow, problem.data, attrs["axes"])
+        return described, coords, f"{type(problem.flow).__name__} flow, Grid {'×'.join(map(str, self.cells))}"
 
 
 def _check_sweep(ensemble):
-    """Refuse what a grid study cannot sweep: the initial measure (its masses are discretised once), the seed (a
-    grid solve draws no noise) and the algorithm's fields."""
+    """Refuse what a grid study cannot sweep: the initial measure (its masses are discretised once) and the seed (a
+    grid solve draws no noise)."""
     for name, values in ensemble.sweep.items():
-        if name == "seed" or name.startswith("algorithm."):
+        if name == "seed":
             raise ValueError(f"sweep `{name}`: Grid sweeps parameters of the flow and the data only (a grid solve draws "
-                             f"no noise, and its cells are fixed).")
+                             f"no noise).")
         init = ensemble.problem.init
         if not all(bool(eqx.tree_equal(mfpde.remake(ensemble.problem, **{name: v}).init, init)) for v in values):
             raise ValueError(f"sweep `{name}`: Grid discretises the initial measure once, so a study cannot change "
@@ -611,34 +570,17 @@ _DESCRIPTIONS = {
 }
 
 
-def _dataset(problem, algorithm, grid, flow, data, axes, nodes, ts, observed, stats, timer, attrs, title=None,
-             extra=None, ensemble=None):
-    """The Solution dataset; `ts` None for a stationary state (no time dimension); `extra` describes further
-    variables of `observed`; a study's sweep dimensions lead."""
-    described = {**_DESCRIPTIONS, **flow.describe(data), **(extra or {})}
-    described["density"] = (axes, {"long_name": "density ρ = m_k / V of the measure over the gridded coordinates",
-                                    "units": "1"})
-    if ts is None:
-        variables = {name: (described[name][0], np.asarray(values), described[name][1])
-                     for name, values in observed.items()}
-        coords = {}
-    else:
-        variables, coords, stats = sweep_variables(observed, described, ts, stats, ensemble)
-        coords["time"] = (("time",), ts, {
-            "long_name": "time", "units": "1",
-            "description": "mean-field time: t = k·η/N after k gradient-descent steps of learning rate η"})
+def grid_layout(grid: Grid, flow, data, axes) -> tuple[dict, dict]:
+    """(the dims and CF attributes of a grid result's observables, its coordinates: the nodes of the gridded axes
+    and their names along `param`), shared with the Gibbs state on a grid."""
+    described = {**_DESCRIPTIONS, **flow.describe(data), "density": (tuple(axes), {
+        "long_name": "density ρ = m_k / V of the measure over the gridded coordinates", "units": "1"})}
     names = np.array(axes, dtype=object)
-    coords |= {
+    coords = {
         "param": (("param",), names, {"long_name": "gridded coordinate of θ"}),
         "param2": (("param2",), names, {"long_name": "gridded coordinate of θ"}),
     }
-    for name, values, (lo, hi), per in zip(axes, nodes, grid.bounds, grid.periodic):
+    for name, values, (lo, hi), per in zip(axes, grid.nodes(), grid.bounds, grid.periodic):
         coords[name] = ((name,), values, {"long_name": f"grid node (cell centre) of coordinate {name}", "units": "1",
                                           "bounds_low": lo, "bounds_high": hi, "periodic": int(per)})
-    if data is not None and "prediction" in observed:
-        coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
-        coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
-    title = title or f"{type(flow).__name__} flow, Grid {'×'.join(map(str, grid.cells))}"
-    stats = {k: np.asarray(v) for k, v in stats.items()}
-    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs=attrs, title=title, stat_dims=ensemble.dims if ensemble is not None else ())
+    return described, coords

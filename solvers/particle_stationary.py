@@ -99,9 +99,6 @@ class ParticleStationary(AbstractStationaryAlgorithm):
             "particle": (("particle",), np.arange(self.n), {"long_name": "particle index"}),
             "param": (("param",), np.array(flow.coordinates(data), dtype=object), {"long_name": "coordinate of θ"}),
         }
-        if data is not None and "prediction" in observed:
-            coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
-            coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
         return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=self,
                             stats={k: np.asarray(v) for k, v in stats.items()}, timing=timer, attrs=attrs,
                             title=f"{type(flow).__name__} stationary point, {self.n} particles")

@@ -1,27 +1,22 @@
-import dataclasses
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import xarray as xr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float
 
 import mfpde
-from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
+from mfpde.extend import as_float_array
 
-from ._batches import error_norm, sweep_variables
-from ._driver import MAX_STEPS, AbstractPoint, check_counts, integrator, run, solve_per_kind
+from ._driver import AbstractIntegrationAlgorithm, AbstractPoint, integrator
 from ._entropy import knn_entropy
-from ._integrate import as_key, as_progress_meter, brownian_tree
+from ._integrate import brownian_tree
 
 _AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
 
 
-class Particles(mfpde.AbstractAlgorithm):
+class Particles(AbstractIntegrationAlgorithm):
     """The Lagrangian discretisation: N particles of mass 1/N moving with the flow's velocity,
 
         dθ_j = v(θ_j, ρ_N) dt + √(2τ) dB_j,   v = −(1/m_j) ∂R/∂θ_j,   ρ_N = (1/N) Σ_j δ_{θ_j}.
@@ -51,6 +46,12 @@ class Particles(mfpde.AbstractAlgorithm):
       of the velocity at t0 scale like h, not h²) uses `Bosh3` at rtol 1e-5, atol 1e-7 instead.
     - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) on a `VirtualBrownianTree`, with steps landing on
       the save times (an SDE solution interpolated between steps would be only O(√h) accurate there).
+
+    The default tolerances (`rtol`, `atol` of `solve`): for τ = 0, 1e-6/1e-8 in float64 (1e-5/1e-7 with kinks) and
+    1e-4/1e-6 in float32; for τ > 0 (a pathwise error, whose observables carry an O(N^{−1/2}) Monte-Carlo error
+    anyway), 1e-3 in float64 and 1e-2 in float32. `solve` takes the options of every time-stepping algorithm
+    (`AbstractIntegrationAlgorithm.solve`); a study sweeps the flow's and the data's parameters, the `seed`, the
+    initial measure's, and `algorithm.n` (one compiled program per width) or `algorithm.dt` (method "scan").
     """
 
     n: int | None = eqx.field(static=True, default=None)
@@ -63,6 +64,7 @@ class Particles(mfpde.AbstractAlgorithm):
     entropy_samples: int = eqx.field(static=True, default=4096)
     stiff_steps: int = eqx.field(static=True, default=10_000)
     shard: bool = eqx.field(static=True, default=True)
+    sweepable: ClassVar[tuple[str, ...]] = ("n", "dt")
 
     def __check_init__(self):
         if self.n is not None and (not isinstance(self.n, (int, np.integer)) or self.n < 1):
@@ -77,170 +79,64 @@ class Particles(mfpde.AbstractAlgorithm):
         if self.chunk_size is not None and (not isinstance(self.chunk_size, int) or self.chunk_size < 1):
             raise ValueError(f"`chunk_size` of Particles must be a positive integer, got {self.chunk_size!r}.")
 
-    def solve(
-        self,
-        problem: mfpde.FlowProblem,
-        *,
-        saveat=None,
-        key: int | PRNGKeyArray = 0,
-        solver: diffrax.AbstractSolver | None = None,
-        stepsize_controller: diffrax.AbstractStepSizeController | None = None,
-        rtol: float | None = None,
-        atol: float | None = None,
-        dt0: float | None = None,
-        max_steps: int = MAX_STEPS,
-        progress_meter: diffrax.AbstractProgressMeter | bool | None = None,
-        brownian_tol: float | None = None,
-        batch_size: int = 64,
-        batch_stepping: Literal["per_point", "shared"] = "per_point",
-        directory=None,
-        checkpoint_every: int = 10,
-        client=None,
-        throw: bool = False,
-    ) -> mfpde.Solution:
-        """Integrate `problem` with N particles.
+    def check(self, problem, ensemble, options):
+        if not isinstance(problem.flow, mfpde.flows.AbstractFlow):
+            raise TypeError(f"`problem` of Particles must have a flow on measures (flows.AbstractFlow), got "
+                            f"{type(problem.flow).__name__}; a layered flow is solved by solvers.Units.")
 
-        **Arguments:**
+    def devices(self):
+        return jax.devices() if self.shard else jax.devices()[:1]
 
-        - `problem`: an `mfpde.FlowProblem`, or an `mfpde.EnsembleProblem` (all points batched through one compiled
-          program; the result has one dimension per swept parameter). Each point gets the default method it would
-          get alone: a study mixing τ = 0 and τ > 0 runs its two kinds as two studies, ODE and SDE.
-        - `saveat`: times (array) or a `diffrax.SaveAt(ts=...)`; default 101 times over the span. Observables are
-          computed at these times only; no step is kept in memory.
-        - `key`: an integer seed or a JAX PRNG key, for the initial particles and the noise.
-        - `solver`, `stepsize_controller`: diffrax objects, passed through (default: see the class docstring;
-          a `PIDController(rtol, atol)`).
-        - `rtol`, `atol`: tolerances of the default controller (traced: changing them does not recompile).
-          Default for τ = 0: 1e-6/1e-8 in float64, 1e-4/1e-6 in float32; for τ > 0 (pathwise error of the
-          SDE): 1e-3 in float64, 1e-2 in float32.
-        - `dt0`: initial step (default: chosen by the controller).
-        - `max_steps`: step budget; reaching it returns what was computed, with result `max_steps_reached`.
-        - `progress_meter`: a diffrax progress meter, True for `diffrax.TqdmProgressMeter()`, False for none;
-          by default a progress bar in a notebook (not under pytest), none elsewhere.
-        - `brownian_tol`: resolution of the Brownian tree (τ > 0), default (t1 − t0)·2⁻¹⁸. It must stay below the
-          steps the controller takes (below it the noise of two steps is no longer independent), and it sets the cost
-          of the noise: each step descends the tree, one level per halving, drawing the increment and Lévy area of
-          every coordinate at each level. With the default 18 levels that is most of a step's cost for a small
-          network (about two thirds for N = 1024, d = 10, n = 256 on a CPU); a coarser value that still lies below
-          the steps taken makes each step cheaper.
-        - `batch_size`: for an `mfpde.EnsembleProblem`, the number of points run together in one compiled program.
-        - `batch_stepping`: how the points of a batch take their adaptive steps. "per_point": each with its own step
-          sizes and error control, so each point equals its single solve (to rounding). On a GPU the batch is
-          vmapped and runs in lock step, as many iterations as its slowest point needs; on CPUs small groups of
-          points are vmapped and the groups run one after another (vmapping more is slower there).
-          "shared": the batch is one system with one step size, a step being accepted only when every point meets
-          the tolerance (`solvers.MaxRMSNorm`, the default controller's norm here; give a controller of your own
-          that norm too), and the points with the same seed share one draw of their Brownian path per step. The
-          noise then costs one tree descent per distinct seed, not per point: in a temperature × seed sweep it
-          drops by the number of temperatures. Each point agrees with its single solve to the solver's tolerance,
-          not to rounding. A point whose state stops being finite even at the smallest steps (10⁻⁹ of the span) is
-          marked failed (`nonfinite`) and leaves the error control, keeping its earlier saves; the others go on.
-        - `directory`: for an `mfpde.EnsembleProblem`, a folder where each finished batch is written at once (one
-          NetCDF file per batch, atomically); solving the same study again with the same folder skips the batches
-          already there, so an interrupted study resumes and the merged result equals an uninterrupted run.
-        - `checkpoint_every`: with a `directory` and a single problem, the run is integrated in segments of this
-          many save times; each finished segment (its observables and final state) is written at once, and a rerun
-          continues from the last one. The Brownian tree spans the whole run, so segments do not change the noise.
-        - `client`: a `dask.distributed.Client`: each batch of an `EnsembleProblem` becomes a task that a worker
-          runs and writes into `directory` (required, and visible to every worker); the driver then reads them all.
-        - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
-        """
-        ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
-        if ensemble is not None:
-            unknown = [k for k in ensemble.sweep if k.startswith("algorithm.") and k not in ("algorithm.n", "algorithm.dt")]
-            if unknown:
-                raise ValueError(f"sweep `{unknown[0]}`: Particles can sweep `algorithm.n` and `algorithm.dt` only.")
-            if "algorithm.dt" in ensemble.sweep and self.method != "scan":
-                raise ValueError("sweep `algorithm.dt` needs method='scan'.")
-            if "algorithm.n" in ensemble.sweep:
-                return _solve_per_width(self, ensemble, dict(saveat=saveat, key=key, solver=solver,
-                    stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
-                    progress_meter=progress_meter, brownian_tol=brownian_tol, batch_size=batch_size,
-                    batch_stepping=batch_stepping,
-                    directory=directory, checkpoint_every=checkpoint_every, client=client, throw=throw))
-            if solver is None and self.method == "adaptive":
-                kinds = ["noisy" if float(ensemble.point_problem(p).flow.temperature) > 0 else "deterministic"
-                         for p in ensemble.points()]
-                if len(set(kinds)) > 1:
-                    return solve_per_kind(self, ensemble, kinds, dict(
-                        saveat=saveat, key=key, stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0,
-                        max_steps=max_steps, progress_meter=progress_meter, brownian_tol=brownian_tol,
-                        batch_size=batch_size, batch_stepping=batch_stepping, directory=directory,
-                        checkpoint_every=checkpoint_every, client=client, throw=throw))
-        base = ensemble.problem if ensemble is not None else problem
-        if not isinstance(base, mfpde.FlowProblem):
-            raise TypeError(f"`problem` must be an mfpde.FlowProblem or EnsembleProblem, got {type(problem).__name__}.")
-        flow, data = base.flow, base.data
-        ts = save_times(saveat, base.tspan)
-        key, seed = as_key(key)
-        check_counts(max_steps=max_steps, batch_size=batch_size)
-        norm = error_norm(batch_stepping, ensemble, batch_size, self.method)
+    def discretise(self, problem, ensemble, key):
+        flow, data = problem.flow, problem.data
         groups = flow.groups(data)
-        n = self.n if self.n is not None else getattr(base.init, "n", None)
+        n = self.n if self.n is not None else getattr(problem.init, "n", None)
         if n is None:
             raise ValueError("`n` of Particles is required unless the initial measure is explicit `measures.Particles`.")
-        y0 = _initial_state(base.init, jax.random.split(key)[0], n, groups)  # checks the measure against the flow
-        dtype = y0.dtype
+        y0 = _initial_state(problem.init, jax.random.split(key)[0], n, groups)  # checks the measure against the flow
         chunk = self.chunk_size
         if chunk is None and hasattr(data, "n") and n * data.n > _AUTO_CHUNK_ELEMENTS:  # a Population blocks its own
             chunk = max(1, _AUTO_CHUNK_ELEMENTS // n)
-        temperatures = [base.flow.temperature] if ensemble is None else [
-            ensemble.point_problem(point).flow.temperature for point in ensemble.points()
-        ]
-        noisy = bool(np.any(np.asarray(temperatures) > 0))
+        noisy = bool(np.any(_temperatures(problem, ensemble) > 0))
         if noisy and min(n, self.entropy_samples) < 2:  # the entropy of the free energy is a nearest-neighbour estimate
             name, value = ("n", n) if n < 2 else ("entropy_samples", self.entropy_samples)
             raise ValueError(f"`{name}` of Particles must be at least 2 with temperature > 0 (the entropy of the free "
                              f"energy is estimated from nearest neighbours), got {value}.")
-        progress_meter = as_progress_meter(progress_meter)
-        attrs = {"seed": seed, "chunk_size": chunk, "noisy": noisy, "method": self.method}
-        masses = jnp.full((n,), 1.0 / n, dtype=dtype)
-        span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
+        devices = self.devices()
+        sharding = None
+        if ensemble is None and len(devices) > 1 and n % len(devices) == 0:  # a study splits its point axis instead
+            sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)),
+                                                  jax.sharding.PartitionSpec("particles"))
+        point = _Point(None, n, groups, y0.dtype, chunk, self.entropy_samples, noisy, sharding)
+        return point, y0, {"chunk_size": chunk, "noisy": noisy, "method": self.method, "devices": len(devices)}
 
-        with Timer() as timer:
-            probe = lambda: (_System(flow, data, masses, chunk, self.entropy_samples), y0, span[0])  # noqa: E731
-            integrate, described, numerics_ = integrator(
-                self, ts=ts, dtype=dtype, noisy=noisy, save=self.save_state, span=span, probe=probe, solver=solver,
-                stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps,
-                brownian_tol=brownian_tol, norm=norm)
-            attrs.update(described)
-            devices = jax.devices() if self.shard else jax.devices()[:1]
-            # Many devices: the particle axis of one run, or the point axis of a study, is split across them.
-            sharding = None
-            if ensemble is None and len(devices) > 1 and n % len(devices) == 0:
-                sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)), jax.sharding.PartitionSpec("particles"))
-            attrs["devices"] = len(devices)
-            point = _Point(integrate, n, groups, dtype, chunk, self.entropy_samples, sharding)
-            out = run(point, base, ensemble, self, key, progress_meter, attrs, numerics_, ts=ts, directory=directory,
-                      checkpoint_every=checkpoint_every, batch_size=batch_size, batch_stepping=batch_stepping,
-                      client=client, devices=devices)
+    def kinds(self, point, problem, ensemble, y0, options):
+        """Deterministic and noisy points: an ODE and an SDE method."""
+        if ensemble is None or options.solver is not None or self.method == "scan":
+            return None, None
+        return np.where(_temperatures(problem, ensemble) > 0, "noisy", "deterministic"), None
 
-        observables, stats = out
-        dataset = _dataset(base, self, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble)
-        return warn_or_raise(mfpde.Solution(dataset, problem), throw)
+    def integrator(self, point, problem, ensemble, y0, ts, options, probes, norm):
+        return integrator(self, point.system(problem), y0, problem.tspan, ts, options, noisy=point.noisy,
+                          save=self.save_state, norm=norm)
+
+    def layout(self, problem, ensemble, ts, observed, attrs):
+        flow, data = problem.flow, problem.data
+        names = np.array(flow.coordinates(data), dtype=object)
+        coords = {"param": (("param",), names, {"long_name": "coordinate of θ"})}
+        if "theta_cov" in observed:
+            coords["param2"] = (("param2",), names, {"long_name": "coordinate of θ"})
+        if "theta" in observed:
+            n = observed["theta"].shape[-2]
+            coords["particle"] = (("particle",), np.arange(n), {"long_name": "particle index"})
+        title = f"{type(flow).__name__} flow, Particles ({'noisy' if attrs['noisy'] else 'deterministic'})"
+        return {**_DESCRIPTIONS, **flow.describe(data)}, coords, title
 
 
-def _solve_per_width(algorithm, ensemble, options):
-    """A sweep over the width N: one batched, compiled program per width, concatenated along `algorithm_n`."""
-    if not ensemble.product:
-        raise ValueError("sweep `algorithm.n` needs a product sweep (product=True).")
-    widths = ensemble.sweep["algorithm.n"]
-    rest = {k: v for k, v in ensemble.sweep.items() if k != "algorithm.n"}
-    parts = []
-    for n in widths:
-        sub = dataclasses.replace(algorithm, n=int(n))
-        sub_options = dict(options)
-        if options["directory"] is not None:
-            sub_options["directory"] = Path(options["directory"]) / f"n={int(n)}"
-        problem = mfpde.EnsembleProblem(ensemble.problem, rest) if rest else ensemble.problem
-        parts.append(sub.solve(problem, **sub_options).dataset)
-    dataset = xr.concat(parts, dim=xr.Variable("algorithm_n", widths, {"long_name": "swept parameter algorithm.n"}),
-                        combine_attrs="override", data_vars="all")
-    dataset = dataset.transpose(*ensemble.dims, ...)
-    for name in ("wall_time_s", "compile_time_s", "run_time_s"):
-        dataset.attrs[name] = sum(part.attrs[name] for part in parts)
-    dataset.attrs["algorithm_n"] = "swept"
-    return mfpde.Solution(dataset)
+def _temperatures(problem, ensemble) -> np.ndarray:
+    """The temperature of `problem`, or of each point of `ensemble` (C order)."""
+    problems = [problem] if ensemble is None else [ensemble.point_problem(p) for p in ensemble.points()]
+    return np.asarray([float(p.flow.temperature) for p in problems])
 
 
 def _initial_state(init, key, n, groups):
@@ -251,12 +147,13 @@ def _initial_state(init, key, n, groups):
 class _Point(AbstractPoint):
     """N particles of one problem: the initial particles drawn from its measure, then integrated."""
 
-    integrate: jax.tree_util.Partial
+    integrate: jax.tree_util.Partial | None
     n: int = eqx.field(static=True)
     groups: tuple[tuple[str, int], ...] = eqx.field(static=True, converter=lambda g: tuple(dict(g).items()))
     dtype: np.dtype = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
     entropy_samples: int = eqx.field(static=True)
+    noisy: bool = eqx.field(static=True)
     sharding: jax.sharding.Sharding | None = eqx.field(static=True, default=None)
 
     def system(self, problem) -> "_System":
@@ -327,24 +224,3 @@ _DESCRIPTIONS = {
     "theta": (("particle", "param"), {"long_name": "particle positions θ_j", "units": "1"}),
 }
 
-
-def _dataset(problem, algorithm, flow, data, ts, observables, stats, timer, attrs, noisy, ensemble):
-    described = {**_DESCRIPTIONS, **flow.describe(data)}
-    variables, sweep_coords, stats = sweep_variables(observables, described, ts, stats, ensemble)
-    names = np.array(flow.coordinates(data), dtype=object)
-    coords = {
-        "time": (("time",), ts, {"long_name": "time", "units": "1",
-                                 "description": "mean-field time: t = k·η/N after k gradient-descent steps of learning rate η"}),
-        "param": (("param",), names, {"long_name": "coordinate of θ"}),
-    }
-    if "theta_cov" in observables:
-        coords["param2"] = (("param2",), names, {"long_name": "coordinate of θ"})
-    if "theta" in observables:
-        coords["particle"] = (("particle",), np.arange(variables["theta"][1].shape[-2]), {"long_name": "particle index"})
-    if data is not None and "prediction" in observables:
-        coords["sample"] = (("sample",), np.arange(data.n), {"long_name": "training point index"})
-        coords["output"] = (("output",), np.arange(data.k), {"long_name": "output index"})
-    coords.update(sweep_coords)
-    title = f"{type(flow).__name__} flow, {type(algorithm).__name__} ({'noisy' if noisy else 'deterministic'})"
-    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs=attrs, title=title, stat_dims=ensemble.dims if ensemble is not None else ())

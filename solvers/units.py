@@ -1,4 +1,4 @@
-from typing import Literal
+from typing import ClassVar, Literal
 
 import equinox as eqx
 import jax
@@ -7,14 +7,12 @@ import numpy as np
 from jaxtyping import Array, Float
 
 import mfpde
-from mfpde.extend import Timer, as_float_array, make_dataset, save_times, warn_or_raise
+from mfpde.extend import as_float_array
 
-from ._batches import error_norm, sweep_variables
-from ._driver import MAX_STEPS, AbstractPoint, check_counts, integrator, run
-from ._integrate import as_key, as_progress_meter
+from ._driver import AbstractIntegrationAlgorithm, AbstractPoint, integrator, time_coordinate
 
 
-class Units(mfpde.AbstractAlgorithm):
+class Units(AbstractIntegrationAlgorithm):
     """The Lagrangian discretisation of a layered flow (e.g. `flows.Multilayer`): N_ℓ units in hidden layer ℓ,
     the state being the weight matrices between the units of consecutive layers. At finite widths this *is* the
     width-N network trained by gradient flow with the mean-field learning rates; the mean-field limit is
@@ -24,10 +22,15 @@ class Units(mfpde.AbstractAlgorithm):
 
     - `n`: (N_1, …, N_{L−1}), the number of units of each hidden layer (its width).
     - `method`: "adaptive" (diffrax; `Tsit5`, or `Kvaerno5` with matrix-free Newton–GMRES when the velocity's
-      Jacobian makes an explicit solver take more than `stiff_steps` steps for stability alone) or "scan"
-      (fixed-step Euler, i.e. plain gradient descent, with step `dt`).
+      Jacobian makes an explicit solver take more than `stiff_steps` steps for stability alone, or `Bosh3` when the
+      velocity has kinks, as for `Particles`) or "scan" (fixed-step Euler, i.e. plain gradient descent, with step
+      `dt`).
     - `dt`: the step of the "scan" method.
     - `save_state`: also save the weight matrices at the save times.
+
+    `solve` takes the options of every time-stepping algorithm (`AbstractIntegrationAlgorithm.solve`), with the
+    default tolerances of `Particles` at τ = 0; a study sweeps the flow's parameters (e.g. `rates`, the
+    learning-rate ratios), the `seed`, and `algorithm.dt` (method "scan").
     """
 
     n: tuple[int, ...] = eqx.field(static=True, converter=lambda w: tuple(int(x) for x in np.atleast_1d(w)))
@@ -35,6 +38,7 @@ class Units(mfpde.AbstractAlgorithm):
     dt: Float[Array, ""] | None = eqx.field(default=None, converter=lambda v: None if v is None else as_float_array(v, "dt", "Units"))
     save_state: bool = eqx.field(static=True, default=False)
     stiff_steps: int = eqx.field(static=True, default=10_000)
+    sweepable: ClassVar[tuple[str, ...]] = ("dt",)
 
     def __check_init__(self):
         if not self.n or any(w < 1 for w in self.n):
@@ -44,52 +48,38 @@ class Units(mfpde.AbstractAlgorithm):
         if self.method == "scan" and (self.dt is None or not bool(self.dt > 0)):
             raise ValueError("`dt` of Units must be given and positive with method='scan'.")
 
-    def solve(self, problem, *, saveat=None, key=0, solver=None, stepsize_controller=None, rtol=None, atol=None,
-              dt0=None, max_steps: int = MAX_STEPS, progress_meter=None, batch_size: int = 64,
-              batch_stepping: Literal["per_point", "shared"] = "per_point", directory=None, checkpoint_every: int = 10,
-              client=None, throw: bool = False) -> mfpde.Solution:
-        """Integrate `problem`: a `FlowProblem` with a layered flow and a layered initial measure such as
-        `measures.IIDLayers`, or an `EnsembleProblem` of one (e.g. a sweep of `rates`, the learning-rate ratios,
-        and seeds), whose points run batched through one compiled program. Options as for `Particles.solve`."""
-        ensemble = problem if isinstance(problem, mfpde.EnsembleProblem) else None
-        base = ensemble.problem if ensemble is not None else problem
-        if not isinstance(base, mfpde.FlowProblem) or not isinstance(base.flow, mfpde.flows.AbstractLayeredFlow):
-            raise TypeError("`problem` of Units must be a FlowProblem with a layered flow, e.g. flows.Multilayer.")
-        check_counts(max_steps=max_steps, batch_size=batch_size)
-        norm = error_norm(batch_stepping, ensemble, batch_size, self.method)
-        if ensemble is not None:
-            for name in ensemble.sweep:
-                if name.startswith("algorithm.") and not (name == "algorithm.dt" and self.method == "scan"):
-                    raise ValueError(f"sweep `{name}`: Units can sweep `algorithm.dt` (method='scan') only.")
-        flow, data = base.flow, base.data
-        shapes = flow.shapes(self.n, data)
-        ts = save_times(saveat, base.tspan)
-        key, seed = as_key(key)
-        # Drawn here, outside any trace, so that the measure's checks can warn (e.g. an ill-conditioned Gram matrix);
-        # the stiffness probe starts from it.
-        y0 = _initial_vector(flow, base.init, jax.random.split(key)[0], shapes, data)
-        dtype = y0.dtype
-        meter = as_progress_meter(progress_meter)
-        span = tuple(jnp.asarray(t, dtype) for t in base.tspan)
-        attrs = {"seed": seed, "method": self.method}
-        with Timer() as timer:
-            probe = lambda: (_LayeredSystem(flow, data, tuple(shapes.items())), y0, span[0])  # noqa: E731
-            integrate, described, numerics_ = integrator(
-                self, ts=ts, dtype=dtype, noisy=False, save=self.save_state, span=span, probe=probe, solver=solver,
-                stepsize_controller=stepsize_controller, rtol=rtol, atol=atol, dt0=dt0, max_steps=max_steps, norm=norm)
-            attrs.update(described)
-            point = _UnitsPoint(integrate, tuple(shapes.items()), dtype)
-            observed, stats = run(point, base, ensemble, self, key, meter, attrs, numerics_, ts=ts, directory=directory,
-                                  checkpoint_every=checkpoint_every, batch_size=batch_size,
-                                  batch_stepping=batch_stepping, client=client, devices=jax.devices())
-        dataset = _dataset(base, self, shapes, ts, observed, stats, timer, attrs, ensemble)
-        return warn_or_raise(mfpde.Solution(dataset, problem), throw)
+    def check(self, problem, ensemble, options):
+        if not isinstance(problem.flow, mfpde.flows.AbstractLayeredFlow):
+            raise TypeError(f"`problem` of Units must have a layered flow (flows.AbstractLayeredFlow, e.g. "
+                            f"flows.Multilayer), got {type(problem.flow).__name__}; a flow on measures is solved by "
+                            f"solvers.Particles.")
+
+    def discretise(self, problem, ensemble, key):
+        shapes = problem.flow.shapes(self.n, problem.data)
+        # Drawn here, outside any trace, so that the measure's checks can warn (e.g. an ill-conditioned Gram matrix).
+        y0 = _initial_vector(problem.flow, problem.init, jax.random.split(key)[0], shapes, problem.data)
+        return _UnitsPoint(None, tuple(shapes.items()), y0.dtype), y0, {"method": self.method}
+
+    def integrator(self, point, problem, ensemble, y0, ts, options, probes, norm):
+        return integrator(self, point.system(problem), y0, problem.tspan, ts, options, noisy=False,
+                          save=self.save_state, norm=norm)
+
+    def layout(self, problem, ensemble, ts, observed, attrs):
+        flow, data = problem.flow, problem.data
+        described = flow.describe(data) | flow.describe_state(self.n, data)
+        used = {d for name in observed for d in described[name][0]}
+        coords = {"time": time_coordinate(ts, "mean-field time (each weight of layer ℓ moves at rate N_{ℓ−1}N_ℓ)")}
+        for dim, size in flow.dimension_sizes(self.n, data).items():
+            if dim in used and dim not in ("sample", "output"):  # those two: `make_dataset`'s
+                start = 1 if "layer" in dim else 0
+                coords[dim] = ((dim,), np.arange(start, start + size), {"long_name": dim.replace("_", " ") + " index"})
+        return described, coords, f"{type(flow).__name__} flow, Units (n = {list(self.n)})"
 
 
 class _UnitsPoint(AbstractPoint):
     """The units of one layered problem: the weights drawn from its measure, then integrated."""
 
-    integrate: jax.tree_util.Partial
+    integrate: jax.tree_util.Partial | None
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = eqx.field(static=True)
     dtype: np.dtype = eqx.field(static=True)
 
@@ -134,19 +124,3 @@ class _LayeredSystem(eqx.Module):
             out.update(state)
         return out
 
-
-def _dataset(problem, algorithm, shapes, ts, observed, stats, timer, attrs, ensemble):
-    flow, data = problem.flow, problem.data
-    described = flow.describe(data) | flow.describe_state(algorithm.n, data)
-    variables, coords, stats = sweep_variables(observed, described, ts, stats, ensemble)
-    sizes = flow.dimension_sizes(algorithm.n, data)
-    used = {d for dims, _, _ in variables.values() for d in dims}
-    coords["time"] = (("time",), ts, {"long_name": "time", "units": "1",
-                                      "description": "mean-field time (each weight of layer ℓ moves at rate N_{ℓ−1}N_ℓ)"})
-    for dim, size in sizes.items():
-        if dim in used:
-            start = 1 if "layer" in dim else 0
-            coords[dim] = ((dim,), np.arange(start, start + size), {"long_name": dim.replace("_", " ") + " index"})
-    title = f"{type(flow).__name__} flow, {type(algorithm).__name__} (n = {list(algorithm.n)})"
-    return make_dataset(variables=variables, coords=coords, problem=problem, algorithm=algorithm, stats=stats,
-                        timing=timer, attrs=attrs, title=title, stat_dims=ensemble.dims if ensemble is not None else ())

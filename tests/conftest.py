@@ -48,3 +48,17 @@ def _release_compiled_programs():
     yield
     jax.clear_caches()
     gc.collect()
+
+
+@pytest.fixture
+def no_integration(monkeypatch):
+    """Fail a test that reaches an integration: for checks that must refuse their input before anything compiles."""
+    import solvers._batches
+    import solvers._driver
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the integration was reached")
+
+    monkeypatch.setattr(solvers._driver, "run_point", fail)
+    monkeypatch.setattr(solvers._batches, "run_batch", fail)
+    monkeypatch.setattr(solvers._batches, "run_shared", fail)

@@ -7,19 +7,10 @@ import pytest
 
 import mfpde
 import solvers
-import solvers._batches
-import solvers._driver
 from solvers import Particles
 
 
-@pytest.fixture(autouse=True)
-def _no_integration(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("the integration was reached")
-
-    monkeypatch.setattr(solvers._driver, "run_point", fail)
-    monkeypatch.setattr(solvers._batches, "run_batch", fail)
-    monkeypatch.setattr(solvers._batches, "run_shared", fail)
+pytestmark = pytest.mark.usefixtures("no_integration")
 
 
 def _data():

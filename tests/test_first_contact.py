@@ -272,3 +272,33 @@ def test_progress_bar_by_default_in_a_notebook_only(monkeypatch):
     assert isinstance(as_progress_meter(False), diffrax.NoProgressMeter)
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))  # IPython, no kernel
     assert isinstance(as_progress_meter(None), diffrax.NoProgressMeter)
+
+
+def test_a_watched_solve_says_so_before_it_compiles(monkeypatch, capsys):
+    """In a notebook the progress bar appears only once the compiled loop runs: a line on stderr says beforehand that
+    the solve is compiling; nowhere else."""
+    import sys
+    import types
+
+    import diffrax
+
+    import solvers._driver
+
+    class ZMQInteractiveShell:
+        pass
+
+    said = []
+
+    def compiling(*args, **kwargs):
+        said.append(capsys.readouterr().err)
+        raise KeyboardInterrupt  # stop before anything is compiled
+
+    monkeypatch.setattr(solvers._driver, "run_point", compiling)
+    problem = mfpde.FlowProblem(mfpde.flows.OrnsteinUhlenbeck(dim=1), None, mfpde.measures.Gaussian(), (0.0, 1.0))
+    for shell in (ZMQInteractiveShell, lambda: None):
+        monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=shell))
+        monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+        with pytest.raises(KeyboardInterrupt):
+            mfpde.solve(problem, Particles(n=4), solver=diffrax.Tsit5())
+    assert said[0].startswith("Particles: solving (a first solve of this problem's shapes compiles first"), said
+    assert said[1] == "", said
