@@ -18,17 +18,14 @@ def knn_entropy(x: Float[Array, "N p"], row_chunk: int = 512) -> Float[Array, ""
     N, p = x.shape
     if N < 2:
         raise ValueError(f"The k-NN entropy estimate needs at least 2 samples, got {N}.")
-    n_chunks = -(-N // row_chunk)
-    rows = jnp.concatenate([x, jnp.zeros((n_chunks * row_chunk - N, p), x.dtype)]).reshape(n_chunks, row_chunk, p)
-    index = jnp.arange(n_chunks * row_chunk).reshape(n_chunks, row_chunk)
+    index = jnp.arange(N)
 
-    def nearest(args):
-        block, idx = args
-        d2 = jnp.sum((block[:, None, :] - x[None, :, :]) ** 2, axis=-1)
-        d2 = jnp.where(idx[:, None] == jnp.arange(N)[None, :], jnp.inf, d2)
-        return jnp.min(d2, axis=1)
+    def nearest(args):  # the squared distance from one sample to its nearest other sample
+        row, i = args
+        d2 = jnp.sum((row[None, :] - x) ** 2, axis=-1)
+        return jnp.min(jnp.where(index == i, jnp.inf, d2))
 
-    d2 = jax.lax.map(nearest, (rows, index)).reshape(-1)[:N]
+    d2 = jax.lax.map(nearest, (x, index), batch_size=row_chunk)
     log_eps = 0.5 * jnp.log(jnp.maximum(d2, jnp.finfo(x.dtype).tiny))
     log_unit_ball = 0.5 * p * math.log(math.pi) - jsp.gammaln(0.5 * p + 1)
     return jsp.digamma(jnp.asarray(N, x.dtype)) - jsp.digamma(jnp.asarray(1.0, x.dtype)) + log_unit_ball + p * jnp.mean(log_eps)

@@ -39,7 +39,9 @@ def uses_quadrature(activation: str, population: Population) -> bool:
 def _pairwise_sum(kernel, weights: Float[Array, "N k"], stats: tuple[Array, ...], block: int) -> Scalar:
     """Σ_{j,l} (a_j · a_l) K(s_j, s_l) over row blocks of `block` particles: memory O(N·block), also for gradients.
 
-    `stats` holds per-particle arrays (leading axis N) that `kernel(rows, all)` turns into a (rows, N) matrix.
+    `stats` holds per-particle arrays (leading axis N) that `kernel(rows, all)` turns into a (rows, N) matrix. Blocks
+    written out: `jax.lax.map(row function, ..., batch_size=block)` measured 10 % slower (benchmarks/RESULTS.md,
+    "Chunked maps").
     """
     N = weights.shape[0]
     if block >= N:
