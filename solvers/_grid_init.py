@@ -8,14 +8,15 @@ import numpy as np
 from scipy.special import ndtr
 
 from mfpde.extend import coordinate_vector
-from mfpde.measures import Gaussian, Particles, Product, Uniform
+from mfpde.measures import Gaussian, GaussianRadius, Particles, Product, Uniform
 
 _MONTE_CARLO_SAMPLES = 2**20
 
 
 def _marginal_cdf(measure, groups: dict[str, int], index: int):
     """The CDF of coordinate `index` (of all coordinates, groups in order) under `measure`, when the measure makes
-    the coordinates independent with a known marginal (Gaussian, Uniform, Product of those); else None."""
+    the coordinates independent with a known marginal (Gaussian, Uniform, GaussianRadius, Product of those); else
+    None."""
     p = sum(groups.values())
     if isinstance(measure, Gaussian):
         mean = float(np.asarray(coordinate_vector(measure.mean, p, "Gaussian", "mean"))[index])
@@ -27,6 +28,8 @@ def _marginal_cdf(measure, groups: dict[str, int], index: int):
         low = float(np.asarray(coordinate_vector(measure.low, p, "Uniform", "low"))[index])
         high = float(np.asarray(coordinate_vector(measure.high, p, "Uniform", "high"))[index])
         return lambda x: np.clip((np.asarray(x) - low) / (high - low), 0.0, 1.0)
+    if isinstance(measure, GaussianRadius):
+        return measure.cdf
     if isinstance(measure, Product):
         start = 0
         for name, size in groups.items():
@@ -43,9 +46,9 @@ def initial_masses(init, groups: dict[str, int], gridded: tuple[int, ...], edges
     """Cell masses (summing to one) of `init` on the grid, the fraction of its mass outside the box, and how that
     fraction was found.
 
-    - Independent coordinates with known marginals (Gaussian, Uniform, Product of those): exact cell probabilities,
-      products of CDF differences along the gridded axes (the other coordinates are held fixed by the grid, so only
-      the marginal of the gridded ones matters); the outside fraction is exact.
+    - Independent coordinates with known marginals (Gaussian, Uniform, GaussianRadius, Product of those): exact cell
+      probabilities, products of CDF differences along the gridded axes (the other coordinates are held fixed by the
+      grid, so only the marginal of the gridded ones matters); the outside fraction is exact.
     - An explicit `measures.Particles`: the histogram of the particles over the cells; the outside fraction is the
       fraction of particles outside the box.
     - Any other measure: its density at the nodes times the cell volume, from `log_density`; the outside fraction is

@@ -41,6 +41,16 @@ SMALL = {
         "draws = 2\n"
         "dt = 0.05\n"
     ),
+    "isotropic_gaussians.ipynb": (
+        "FULL = False\n"
+        "d = 10\n"
+        "t1 = 1.0\n"
+        "n_save = 3\n"
+        "widths = [8]\n"
+        "seeds = [0]\n"
+        "cells = 16\n"
+        "reduced = 256\n"
+    ),
     "resnet_feature_flow.ipynb": (
         "FULL = False\n"
         "n = 4\n"

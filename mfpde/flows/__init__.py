@@ -10,4 +10,5 @@ from ._feature_resnet import FeatureResNet as FeatureResNet
 from ._features import AbstractFeatureFlow as AbstractFeatureFlow
 from ._multilayer import Multilayer as Multilayer
 from ._potential import OrnsteinUhlenbeck as OrnsteinUhlenbeck, Potential as Potential
+from ._radial import RadialTwoLayer as RadialTwoLayer
 from ._two_layer import TwoLayer as TwoLayer

@@ -7,4 +7,5 @@ from ._layers import IIDLayers as IIDLayers
 from ._layers_explicit import Layers as Layers
 from ._particles import Particles as Particles
 from ._product import Product as Product
+from ._radius import GaussianRadius as GaussianRadius
 from ._uniform import Uniform as Uniform
