@@ -92,6 +92,7 @@ def _monte_carlo_risk(theta, teacher, mean, chol, bias, replicates=8, log2_point
     return np.mean(means), np.std(means, ddof=1) / np.sqrt(replicates)
 
 
+@pytest.mark.slow  # 23 s of quasi-Monte Carlo (16 × 2²⁰ points); the closed forms' own Monte-Carlo tests stay fast
 def test_population_risk_matches_monte_carlo_of_the_trained_network(tmp_path):
     # A ReLU network with biases on a ReLU teacher, inputs with a mean and a full covariance: the reported loss at
     # the start and the end of training equals the Monte-Carlo risk of the saved particles to 1e-3 relative.

@@ -106,6 +106,7 @@ def test_radial_particles_follow_the_full_network_with_biases():
     assert large < 0.5 * small and large < 1e-3, (small, large)
 
 
+@pytest.mark.slow  # 25 s; the notebook test runs the radial grid against reduced particles at a small size
 def test_radial_grid_converges_to_the_radial_particles():
     """The reduced flow of a softplus network (u fixed, no bias: one gridded coordinate r) on grids of 50 and 100
     cells against 4096 reduced particles at the chi law's stratified quantiles: the grid's first-order upwind error

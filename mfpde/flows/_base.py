@@ -1,4 +1,5 @@
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -69,6 +70,18 @@ class AbstractFlow(AbstractMeanFieldFlow):
         - `data`: the training data (None for data-free flows).
         - `chunk_size`: evaluate the data term in chunks of this many training points (memory O(N·chunk)).
         """
+
+    convex: ClassVar[bool] = False
+    """Whether R is convex in ρ; then R(ρ*) ≥ R(ρ) + ∫Φ[ρ] d(ρ* − ρ) for every ρ*, the bound `mfpde.certify` computes."""
+
+    def homogeneous(self, data: Dataset | None) -> bool:
+        """Whether every first variation is 2-homogeneous in θ, Φ[ρ](cθ) = c² Φ[ρ](θ) for c > 0 (then its infimum is
+        0 or −∞, and `mfpde.certify` searches the unit sphere instead)."""
+        return False
+
+    def second_moment_bound(self, energy: Scalar, data: Dataset | None) -> Scalar:
+        """An upper bound on ∫|θ|² dρ* over every ρ* with R(ρ*) ≤ `energy` (∞ when none is known)."""
+        return jnp.inf
 
     def coordinates(self, data: Dataset | None) -> tuple[str, ...]:
         """Names of the p coordinates of θ: the group name, or `name_i` for a group of several."""

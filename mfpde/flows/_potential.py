@@ -29,6 +29,8 @@ class Potential(AbstractFlow):
         converter=lambda v: as_float_array(v, "temperature", "Potential", nonnegative=True), default=0.0
     )
 
+    convex = True  # linear in ρ
+
     def __check_init__(self):
         if not callable(self.potential):
             raise TypeError(f"`potential` of Potential must be callable, got {type(self.potential).__name__}.")
@@ -62,6 +64,8 @@ class OrnsteinUhlenbeck(AbstractFlow):
         converter=lambda v: as_float_array(v, "temperature", "OrnsteinUhlenbeck", nonnegative=True), default=0.0
     )
     center: Float[Array, "..."] = eqx.field(converter=lambda v: as_float_array(v, "center", "OrnsteinUhlenbeck"), default=0.0)
+
+    convex = True  # linear in ρ
 
     def __check_init__(self):
         if not isinstance(self.dim, int) or self.dim < 1:

@@ -9,6 +9,7 @@ from jaxtyping import Array, Float
 from .. import activations, losses
 from .._checks import as_float_array
 from .._dataset import Dataset
+from .._gaussian import HOMOGENEOUS
 from .._population import Population
 from ._base import AbstractFlow
 from ._population_risk import check_population, population_loss, uses_quadrature
@@ -76,6 +77,8 @@ class TwoLayer(AbstractFlow):
     temperature: Float[Array, ""] = eqx.field(converter=_float("temperature", nonnegative=True), default=0.0)
     loss: Literal["squared", "logistic"] = eqx.field(static=True, default="squared")
 
+    convex = True  # f is linear in ρ, ℓ convex in f, the weight decay linear in ρ
+
     def __check_init__(self):
         activations.get(self.activation)
         losses.get(self.loss)
@@ -102,6 +105,14 @@ class TwoLayer(AbstractFlow):
         mask = np.ones(sum(self.groups(data).values()), dtype=bool)
         mask[: data.k] = self.train_output
         return mask
+
+    def homogeneous(self, data):
+        return HOMOGENEOUS.get(self.activation) == 1 and self.train_output
+
+    def second_moment_bound(self, energy, data):
+        """2R/min_c λ_c: R ≥ ½ Σ_c λ_c ∫θ_c² dρ, the loss being ≥ 0."""
+        lam = jnp.min(self.weight_decay(data, jnp.result_type(energy, float)))
+        return jnp.where(lam > 0, 2 * energy / jnp.where(lam > 0, lam, 1.0), jnp.inf)
 
     def predict(self, theta, masses, X, data, *, chunk_size=None) -> Float[Array, "n k"]:
         """f(x_i; ρ) = α Σ_j m_j u_j σ(w_j · x_i + b_j) at the rows of `X`."""
