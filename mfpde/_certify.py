@@ -141,7 +141,12 @@ def _particle_flow(sol, problem, time, starts, polish, solver, max_steps, key):
     theta = np.asarray(theta.values)
     positions = jnp.asarray(theta)
     N = theta.shape[0]
-    masses = jnp.full((N,), 1.0 / N, positions.dtype)
+    if "particle_mass" in sol.dataset:  # evolved masses (birth and death)
+        masses = jnp.asarray(_at_time(sol.dataset.particle_mass, time)[1].values)
+    elif getattr(problem.init, "masses", None) is not None and problem.init.n == N:
+        masses = jnp.asarray(problem.init.masses, positions.dtype)
+    else:
+        masses = jnp.full((N,), 1.0 / N, positions.dtype)
     sphere = flow.homogeneous(data)
     float64 = positions.dtype == jnp.float64
     if solver is None:

@@ -113,8 +113,9 @@ def _replace(obj, path: list[str], value):
     parameters = inspect.signature(type(obj)).parameters
     if head in parameters and parameters[head].kind is not inspect.Parameter.VAR_KEYWORD:
         return dataclasses.replace(obj, **{head: new})
-    if isinstance(new, dict) and any(p.kind is p.VAR_KEYWORD for p in parameters.values()) and len(_fields(obj)) == 1:
-        return type(obj)(**new)  # built from keyword arrays, e.g. measures.Particles(u=..., w=...)
+    if isinstance(new, dict) and any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        # built from keyword arrays, e.g. measures.Particles(u=..., w=..., masses=...)
+        return type(obj)(**{f: getattr(obj, f) for f in _fields(obj) if f != head}, **new)
     raise ValueError(f"`{head}` of {type(obj).__name__} is not an argument of its constructor and cannot be changed.")
 
 

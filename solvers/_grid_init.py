@@ -49,8 +49,8 @@ def initial_masses(init, groups: dict[str, int], gridded: tuple[int, ...], edges
     - Independent coordinates with known marginals (Gaussian, Uniform, GaussianRadius, Product of those): exact cell
       probabilities, products of CDF differences along the gridded axes (the other coordinates are held fixed by the
       grid, so only the marginal of the gridded ones matters); the outside fraction is exact.
-    - An explicit `measures.Particles`: the histogram of the particles over the cells; the outside fraction is the
-      fraction of particles outside the box.
+    - An explicit `measures.Particles`: the histogram of the particles' masses (normalised) over the cells; the
+      outside fraction is the fraction of mass outside the box.
     - Any other measure: its density at the nodes times the cell volume, from `log_density`; the outside fraction is
       estimated from samples when the measure can be sampled, else from the quadrature 1 − Σ ρ(θ_k) V.
     """
@@ -67,9 +67,10 @@ def initial_masses(init, groups: dict[str, int], gridded: tuple[int, ...], edges
     if isinstance(init, Particles):
         sampled = init.sample(jax.random.key(0), init.n, groups)
         theta = np.concatenate([np.asarray(sampled[g]).reshape(init.n, -1) for g in groups], axis=1)[:, list(gridded)]
-        counts, _ = np.histogramdd(theta, bins=edges)
+        weights = np.full(init.n, 1.0 / init.n) if init.masses is None else np.asarray(init.masses) / float(np.sum(init.masses))
+        counts, _ = np.histogramdd(theta, bins=edges, weights=weights)
         inside = np.all([(theta[:, a] >= e[0]) & (theta[:, a] <= e[-1]) for a, e in enumerate(edges)], axis=0)
-        return counts.reshape(cells) / init.n, 1.0 - float(np.mean(inside)), f"counted over {init.n} particles"
+        return counts.reshape(cells), 1.0 - float(np.sum(weights[inside])), f"counted over {init.n} particles"
     try:
         log_density = np.asarray(init.log_density(jnp.asarray(theta_nodes), groups), dtype=float)
     except NotImplementedError:

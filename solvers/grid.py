@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 import mfpde
-from mfpde.extend import as_float_array
+from mfpde.extend import as_float_array, is_concrete
 
 from ._driver import AbstractIntegrationAlgorithm, AbstractPoint, adaptive_integrator
 from ._grid_init import check_masses, initial_masses
@@ -301,6 +301,10 @@ class Grid(AbstractIntegrationAlgorithm):
                              "terms of a stacked grid system are not written).")
         if ensemble is not None:
             _check_sweep(ensemble)
+        flow = problem.flow
+        if getattr(flow, "evolves_masses", False) and is_concrete(flow.temperature) and float(flow.temperature) > 0:
+            raise ValueError(f"`temperature` must be 0 for {type(flow).__name__} on Grid: its reaction term is the "
+                             "first variation of R, without the entropy's.")
 
     def devices(self):
         return jax.devices()[:1]
@@ -530,12 +534,21 @@ class _GridSystem(eqx.Module):
         """Φ_k = ∂R/∂m_k, by autodiff of the flow's energy."""
         return jax.grad(self.energy)(m)
 
+    def reaction(self, m, potential):
+        """The masses' rate of birth and death, for a flow that has it (`flows.BirthDeath`), else 0."""
+        if not self.flow.evolves_masses:
+            return 0.0
+        return self.flow.mass_rate(potential.reshape(-1), m.reshape(-1)).reshape(m.shape)
+
     def velocity(self, t, m, args=None):
-        """ṁ, the Scharfetter–Gummel rate of the masses."""
-        return sg_rate(m, self.potential(m), self.tau, self.spacing, self.periodic)
+        """ṁ, the Scharfetter–Gummel rate of the masses (plus their reaction rate)."""
+        potential = self.potential(m)
+        return sg_rate(m, potential, self.tau, self.spacing, self.periodic) + self.reaction(m, potential)
 
     def explicit(self, t, m, args=None):
-        return sg_rate(m, self.potential(m), self.tau, self.spacing, self.periodic, subtract_diffusion=True)
+        potential = self.potential(m)
+        return (sg_rate(m, potential, self.tau, self.spacing, self.periodic, subtract_diffusion=True)
+                + self.reaction(m, potential))
 
     def implicit(self, t, m, args=None):
         return diffusion_rate(m, self.tau, self.spacing, self.periodic)

@@ -11,7 +11,7 @@ from mfpde.extend import is_concrete, make_dataset, result_code
 
 from ._stationary import (AbstractStationaryAlgorithm, AbstractStationarySystem, check_measure_flow,
                           solve_stationary)
-from .particles import _initial_state
+from .particles import _initial_masses, _initial_state
 
 
 class ParticleStationary(AbstractStationaryAlgorithm):
@@ -88,7 +88,8 @@ class ParticleStationary(AbstractStationaryAlgorithm):
     def discretise(self, problem, key, dtype):
         groups = problem.flow.groups(problem.data)
         theta0 = _initial_state(problem.init, key, self.n, groups).reshape(self.n, -1).astype(dtype)
-        return _ParticleSystem(problem.flow, problem.data, theta0, self.chunk_size), None
+        masses = _initial_masses(problem.init, self.n, dtype)
+        return _ParticleSystem(problem.flow, problem.data, theta0, masses, self.chunk_size), None
 
     def layout(self, problem, context, observed, stats, timer, attrs):
         flow, data = problem.flow, problem.data
@@ -105,17 +106,17 @@ class ParticleStationary(AbstractStationaryAlgorithm):
 
 
 class _ParticleSystem(AbstractStationarySystem):
-    """N particles of mass 1/N from θ₀; coordinates the flow keeps fixed stay at their θ₀."""
+    """N particles of fixed masses (1/N, or those of an explicit `measures.Particles`) from θ₀; coordinates the flow
+    keeps fixed stay at their θ₀."""
 
     flow: mfpde.flows.AbstractFlow
     data: object
     theta0: jax.Array
+    masses: jax.Array
     chunk_size: int | None = eqx.field(static=True)
 
     def find(self, solver, max_steps):
-        flow, data, theta0, chunk_size = self.flow, self.data, self.theta0, self.chunk_size
-        n = theta0.shape[0]
-        masses = jnp.full((n,), 1.0 / n, theta0.dtype)
+        flow, data, theta0, masses, chunk_size = self.flow, self.data, self.theta0, self.masses, self.chunk_size
         mask = jnp.asarray(flow.trainable(data))
 
         def positions(y):

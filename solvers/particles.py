@@ -17,11 +17,14 @@ _AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in c
 
 
 class Particles(AbstractIntegrationAlgorithm):
-    """The Lagrangian discretisation: N particles of mass 1/N moving with the flow's velocity,
+    """The Lagrangian discretisation: N particles of masses m_j (1/N, or those of an explicit `measures.Particles`)
+    moving with the flow's velocity,
 
-        dθ_j = v(θ_j, ρ_N) dt + √(2τ) dB_j,   v = −(1/m_j) ∂R/∂θ_j,   ρ_N = (1/N) Σ_j δ_{θ_j}.
+        dθ_j = v(θ_j, ρ_N) dt + √(2τ) dB_j,   v = −(1/m_j) ∂R/∂θ_j,   ρ_N = Σ_j m_j δ_{θ_j}.
 
-    For τ = 0 this is continuous-time gradient descent of the width-N network; for τ > 0, noisy gradient descent.
+    For τ = 0 this is continuous-time gradient descent of the width-N network; for τ > 0, noisy gradient descent. A
+    flow that evolves its masses (`flows.BirthDeath`) adds them to the state, ṁ_j = `flow.mass_rate`(∂R/∂m_j, m_j),
+    and reports the total `mass` (and `particle_mass` with `save_state`).
 
     **Arguments:**
 
@@ -83,6 +86,9 @@ class Particles(AbstractIntegrationAlgorithm):
         if not isinstance(problem.flow, mfpde.flows.AbstractFlow):
             raise TypeError(f"`problem` of Particles must have a flow on measures (flows.AbstractFlow), got "
                             f"{type(problem.flow).__name__}; a layered flow is solved by solvers.Units.")
+        if problem.flow.evolves_masses and np.any(_temperatures(problem, ensemble) > 0):
+            raise ValueError(f"`temperature` must be 0 for {type(problem.flow).__name__} on Particles: the entropy of "
+                             "weighted particles is not estimated.")
 
     def devices(self):
         return jax.devices() if self.shard else jax.devices()[:1]
@@ -107,7 +113,9 @@ class Particles(AbstractIntegrationAlgorithm):
         if ensemble is None and len(devices) > 1 and n % len(devices) == 0:  # a study splits its point axis instead
             sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(devices, ("particles",)),
                                                   jax.sharding.PartitionSpec("particles"))
-        point = _Point(None, n, groups, y0.dtype, chunk, self.entropy_samples, noisy, sharding)
+        point = _Point(None, n, groups, y0.dtype, chunk, self.entropy_samples, noisy, problem.flow.evolves_masses,
+                       sharding)
+        y0 = point.start(problem, key)[0]
         return point, y0, {"chunk_size": chunk, "noisy": noisy, "method": self.method, "devices": len(devices)}
 
     def kinds(self, point, problem, ensemble, y0, options):
@@ -144,6 +152,12 @@ def _initial_state(init, key, n, groups):
     return jnp.concatenate([jnp.asarray(sampled[g]).reshape(n, size) for g, size in groups.items()], axis=1).reshape(-1)
 
 
+def _initial_masses(init, n, dtype):
+    """The masses of an explicit `measures.Particles` that has them, else 1/N each."""
+    masses = getattr(init, "masses", None)
+    return jnp.full((n,), 1.0 / n, dtype) if masses is None else jnp.asarray(masses, dtype)
+
+
 class _Point(AbstractPoint):
     """N particles of one problem: the initial particles drawn from its measure, then integrated."""
 
@@ -154,35 +168,52 @@ class _Point(AbstractPoint):
     chunk_size: int | None = eqx.field(static=True)
     entropy_samples: int = eqx.field(static=True)
     noisy: bool = eqx.field(static=True)
+    evolves_masses: bool = eqx.field(static=True)
     sharding: jax.sharding.Sharding | None = eqx.field(static=True, default=None)
 
     def system(self, problem) -> "_System":
-        masses = jnp.full((self.n,), 1.0 / self.n, dtype=self.dtype)
-        return _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples)
+        masses = _initial_masses(problem.init, self.n, self.dtype)
+        return _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples, self.evolves_masses)
 
     def start(self, problem, key):
+        """The flat state: the N·p coordinates of the particles, then N times their N masses when the flow evolves
+        them."""
         init_key, noise_key = jax.random.split(key)
-        return _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype), noise_key
+        y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
+        if self.evolves_masses:
+            y0 = jnp.concatenate([y0, self.n * _initial_masses(problem.init, self.n, self.dtype)])
+        return y0, noise_key
 
     def constrain(self, y):
         return y if self.sharding is None else jax.lax.with_sharding_constraint(y, self.sharding)
 
 
 class _System(eqx.Module):
-    """The particle system: flow, data and masses, with the state flattened to a vector of N·p entries."""
+    """The particle system: flow, data and masses, with the state flattened to a vector of N·p entries, then, for a
+    flow that evolves them, the N masses times N (of the order of the coordinates, for the error control and the
+    method probes; `masses` are then the initial ones)."""
 
     flow: mfpde.flows.AbstractFlow
     data: mfpde.Dataset | None
     masses: Array
     chunk_size: int | None = eqx.field(static=True)
     entropy_samples: int = eqx.field(static=True)
+    evolves_masses: bool = eqx.field(static=True, default=False)
 
     def unflatten(self, y):
-        return y.reshape(self.masses.shape[0], -1)
+        """The particles θ (N, p) and their masses (N,) in the flat state `y`."""
+        n = self.masses.shape[0]
+        if self.evolves_masses:
+            return y[:-n].reshape(n, -1), y[-n:] / n
+        return y.reshape(n, -1), self.masses
 
     def velocity(self, t, y, args=None):
-        theta = self.unflatten(y)
-        return self.flow.velocity(t, theta, self.masses, self.data, chunk_size=self.chunk_size).reshape(-1)
+        theta, masses = self.unflatten(y)
+        v = self.flow.velocity(t, theta, masses, self.data, chunk_size=self.chunk_size).reshape(-1)
+        if not self.evolves_masses:
+            return v
+        potential = jax.grad(lambda m: self.flow.energy(theta, m, self.data, chunk_size=self.chunk_size))(masses)
+        return jnp.concatenate([v, masses.shape[0] * self.flow.mass_rate(potential, masses)])
 
     def brownian(self, span, tol, key, like):
         return brownian_tree(span, tol, key, like)
@@ -193,9 +224,9 @@ class _System(eqx.Module):
         return jnp.tile(jnp.sqrt(2 * self.flow.temperature).astype(y.dtype) * mask, self.masses.shape[0])
 
     def observe(self, t, y, noisy: bool, save_state: bool):
-        theta = self.unflatten(y)
-        out = dict(self.flow.observables(theta, self.masses, self.data, chunk_size=self.chunk_size))
-        risk = self.flow.energy(theta, self.masses, self.data, chunk_size=self.chunk_size)
+        theta, masses = self.unflatten(y)
+        out = dict(self.flow.observables(theta, masses, self.data, chunk_size=self.chunk_size))
+        risk = self.flow.energy(theta, masses, self.data, chunk_size=self.chunk_size)
         out["risk"] = risk
         if noisy:
             trained = theta[: self.entropy_samples, np.flatnonzero(self.flow.trainable(self.data))]
@@ -203,14 +234,20 @@ class _System(eqx.Module):
             out["free_energy"] = risk - self.flow.temperature * out["entropy"]
         else:
             out["free_energy"] = risk
-        out["theta_mean"] = jnp.mean(theta, axis=0)
+        # The moments of ρ_N itself (normalised by its mass), as the grid's are of its density.
+        total = jnp.sum(masses)
+        out["theta_mean"] = masses @ theta / total
+        centred = theta - out["theta_mean"]
         if theta.shape[1] <= 32:
-            # The moments of ρ_N itself (normalised by 1/N), as the grid's are of its density.
-            out["theta_cov"] = jnp.cov(theta, rowvar=False, bias=True).reshape(theta.shape[1], theta.shape[1])
+            out["theta_cov"] = (centred * masses[:, None]).T @ centred / total
         else:
-            out["theta_var"] = jnp.var(theta, axis=0)
+            out["theta_var"] = masses @ centred**2 / total
+        if self.evolves_masses:
+            out["mass"] = total
         if save_state:
             out["theta"] = theta
+            if self.evolves_masses:
+                out["particle_mass"] = masses
         return out
 
 
@@ -222,5 +259,7 @@ _DESCRIPTIONS = {
     "theta_cov": (("param", "param2"), {"long_name": "covariance of θ under the empirical measure (1/N)", "units": "1"}),
     "theta_var": (("param",), {"long_name": "variance of θ under the empirical measure (1/N)", "units": "1"}),
     "theta": (("particle", "param"), {"long_name": "particle positions θ_j", "units": "1"}),
+    "mass": ((), {"long_name": "total mass Σ_j m_j", "units": "1"}),
+    "particle_mass": (("particle",), {"long_name": "particle masses m_j", "units": "1"}),
 }
 

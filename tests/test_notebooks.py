@@ -41,6 +41,14 @@ SMALL = {
         "draws = 2\n"
         "dt = 0.05\n"
     ),
+    "birth_death.ipynb": (
+        "FULL = False\n"
+        "n = 64\n"
+        "widths = [16]\n"
+        "seeds = [0, 1]\n"
+        "t1 = 200.0\n"
+        "n_save = 9\n"
+    ),
     "isotropic_gaussians.ipynb": (
         "FULL = False\n"
         "d = 10\n"

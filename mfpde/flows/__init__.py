@@ -5,6 +5,7 @@ from ._base import (
     AbstractLayeredFlow as AbstractLayeredFlow,
     AbstractMeanFieldFlow as AbstractMeanFieldFlow,
 )
+from ._birth_death import BirthDeath as BirthDeath
 from ._feature_dnn import FeatureDNN as FeatureDNN
 from ._feature_resnet import FeatureResNet as FeatureResNet
 from ._features import AbstractFeatureFlow as AbstractFeatureFlow

@@ -83,6 +83,13 @@ class AbstractFlow(AbstractMeanFieldFlow):
         """An upper bound on ∫|θ|² dρ* over every ρ* with R(ρ*) ≤ `energy` (∞ when none is known)."""
         return jnp.inf
 
+    evolves_masses: ClassVar[bool] = False
+    """Whether the particles' masses change in time too (`mass_rate`), as with birth and death (`flows.BirthDeath`)."""
+
+    def mass_rate(self, potential: Float[Array, " N"], masses: Float[Array, " N"]) -> Float[Array, " N"]:
+        """ṁ_j from the first variation at the particles, Φ_j = ∂R/∂m_j, for flows that evolve their masses."""
+        raise NotImplementedError(f"{type(self).__name__} keeps its masses fixed.")
+
     def coordinates(self, data: Dataset | None) -> tuple[str, ...]:
         """Names of the p coordinates of θ: the group name, or `name_i` for a group of several."""
         names = []
@@ -98,7 +105,7 @@ class AbstractFlow(AbstractMeanFieldFlow):
         """The mean-field velocity at the particles, v_j = −(1/m_j) ∂R/∂θ_j = −∇_θ (δR/δρ)(θ_j)."""
         grad = jax.grad(self.energy)(theta, masses, data, chunk_size=chunk_size)
         mask = jnp.asarray(self.trainable(data), dtype=theta.dtype)
-        return -grad / masses[:, None] * mask
+        return -grad / jnp.where(masses > 0, masses, 1.0)[:, None] * mask  # a massless particle feels no force
 
     def observables(self, theta, masses, data, *, chunk_size=None) -> dict[str, Array]:
         """Model-specific observables of ρ (e.g. training loss, predictions). See `describe` for their dims."""

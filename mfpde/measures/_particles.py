@@ -6,18 +6,22 @@ from ._base import AbstractMeasure
 
 
 class Particles(AbstractMeasure):
-    """An explicit empirical measure (1/N) Σ_j δ_{θ_j}, given as arrays keyed by the flow's group names.
+    """An explicit empirical measure Σ_j m_j δ_{θ_j} (m_j = 1/N unless `masses` are given), as arrays keyed by the
+    flow's group names.
 
     **Arguments:**
 
+    - `masses`: the masses m_j ≥ 0 of the particles, shape (N,), with a positive total (kept as given: a flow with
+      birth and death may carry any total mass); None for 1/N each.
     - `**arrays`: for `flows.TwoLayer`, `u` of shape (N,) or (N, k), `w` of shape (N, d), `b` of shape (N,).
 
     Sampling returns these arrays unchanged (the key is unused), so a run is exactly reproducible.
     """
 
     arrays: dict[str, Array]
+    masses: Array | None
 
-    def __init__(self, **arrays):
+    def __init__(self, masses=None, **arrays):
         if not arrays:
             raise ValueError("Particles needs arrays, e.g. Particles(u=u0, w=W0).")
         out, n = {}, None
@@ -34,6 +38,16 @@ class Particles(AbstractMeasure):
             n = a.shape[0]
             out[name] = jnp.asarray(a)
         self.arrays = out
+        if masses is not None:
+            m = np.asarray(masses, dtype=float)
+            if m.shape != (n,):
+                raise ValueError(f"`masses` of Particles must have shape ({n},), one per particle, got {m.shape}.")
+            if not np.all(np.isfinite(m)) or np.any(m < 0):
+                raise ValueError("`masses` of Particles must be finite and non-negative.")
+            if m.sum() <= 0:
+                raise ValueError("`masses` of Particles must have a positive total mass, got 0.")
+            masses = jnp.asarray(m)
+        self.masses = masses
 
     @property
     def n(self) -> int:
