@@ -21,6 +21,7 @@ if typing.TYPE_CHECKING:  # what static analysis (type checkers, the API referen
     from ._certify import certify as certify
     from ._dataset import Dataset as Dataset
     from ._ensemble import EnsembleProblem as EnsembleProblem
+    from ._extrapolate import extrapolate as extrapolate
     from ._population import Population as Population
     from ._problem import AbstractProblem as AbstractProblem
     from ._problem import FlowProblem as FlowProblem
@@ -37,6 +38,7 @@ _NAMES = {
     "certify": "._certify",
     "Dataset": "._dataset",
     "EnsembleProblem": "._ensemble",
+    "extrapolate": "._extrapolate",
     "Population": "._population",
     "AbstractProblem": "._problem", "FlowProblem": "._problem", "StationaryProblem": "._problem", "remake": "._problem",
     "repopulate": "._repopulate",
@@ -44,7 +46,8 @@ _NAMES = {
 }
 __all__ = [
     "AbstractAlgorithm", "AbstractProblem", "Dataset", "EnsembleProblem", "FlowProblem", "IntegrationError",
-    "Population", "Solution", "StationaryProblem", "activations", "certify", "datasets", "flows", "load", "losses",
+    "Population", "Solution", "StationaryProblem", "activations", "certify", "datasets", "extrapolate", "flows", "load",
+    "losses",
     "measures", "remake", "repopulate", "solve",
 ]
 

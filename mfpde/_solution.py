@@ -222,10 +222,16 @@ class Solution:
         - `times`: times to show (nearest saved ones); default the first and the last reached.
         - `color`: a coordinate (e.g. "u") to colour the final cloud of particles by.
         - `max_paths`: at most this many particle paths are drawn.
+
+        The result of `mfpde.extrapolate` is drawn by `plot_extrapolation` instead (`times`: one time to fit at).
         """
         import matplotlib.pyplot as plt
 
         ds = self.dataset
+        if "limit" in ds and "observable" in ds.attrs:
+            from ._extrapolate import plot_extrapolation
+
+            return plot_extrapolation(ds, **({} if times is None else {"time": times}))
         if isinstance(coords, str):
             coords = (coords,)
         if coords is not None:

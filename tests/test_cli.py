@@ -450,6 +450,7 @@ PUBLIC = {
     "activations": "mfpde.activations", "datasets": "mfpde.datasets", "flows": "mfpde.flows", "losses": "mfpde.losses",
     "measures": "mfpde.measures", "AbstractAlgorithm": "mfpde._algorithm", "solve": "mfpde._algorithm",
     "certify": "mfpde._certify", "Dataset": "mfpde._dataset", "EnsembleProblem": "mfpde._ensemble",
+    "extrapolate": "mfpde._extrapolate",
     "Population": "mfpde._population", "AbstractProblem": "mfpde._problem", "FlowProblem": "mfpde._problem",
     "StationaryProblem": "mfpde._problem", "remake": "mfpde._problem", "repopulate": "mfpde._repopulate",
     "IntegrationError": "mfpde._solution", "Solution": "mfpde._solution", "load": "mfpde._solution",
