@@ -7,7 +7,6 @@ import optimistix as optx
 import xarray as xr
 
 from . import _dual_bound
-
 from ._algorithm import AbstractAlgorithm, solve
 from ._problem import FlowProblem, StationaryProblem
 from ._solution import Solution, cf_attributes, result_variable
@@ -41,8 +40,9 @@ def certify(sol: Solution, convex: AbstractAlgorithm | None = None, *, problem=N
 
     **Arguments:**
 
-    - `sol`: a τ = 0 solution holding particles: by `solvers.Particles(..., save_state=True)` or
-      `solvers.ParticleStationary`; for a feature flow by `solvers.Units(..., save_state=True)`.
+    - `sol`: a τ = 0 solution holding particles: by `solvers.Particles(..., save_state=True)`,
+      `solvers.ParticleStationary`, or `solvers.Convex` (its candidates, with their optimal output weights and
+      density); for a feature flow by `solvers.Units(..., save_state=True)`.
     - `convex`: the convex algorithm, e.g. `solvers.Convex()` (optional for particle flows).
     - `problem`: the solved problem (default `sol.problem`; give it for a solution loaded from a file).
     - `time`: the time to certify (default the last one reached).
@@ -143,6 +143,8 @@ def _particle_flow(sol, problem, time, starts, polish, solver, max_steps, key):
     N = theta.shape[0]
     if "particle_mass" in sol.dataset:  # evolved masses (birth and death)
         masses = jnp.asarray(_at_time(sol.dataset.particle_mass, time)[1].values)
+    elif "mass" in sol.dataset and sol.dataset["mass"].dims == sol.dataset.theta.dims[:1]:  # solvers.Convex's density
+        masses = jnp.asarray(sol.dataset["mass"].values)
     elif getattr(problem.init, "masses", None) is not None and problem.init.n == N:
         masses = jnp.asarray(problem.init.masses, positions.dtype)
     else:

@@ -99,6 +99,21 @@ def test_with_the_convex_program_and_to_netcdf(tmp_path):
     assert float(back.gap) == float(ds.gap) and list(back.param.values) == ["u", "w_0", "w_1"]
 
 
+def test_convex_reformulation_on_more_candidates_closes_the_gap():
+    """The convex program's optimum on A random candidates is a measure (density p, output weights ŵ/p): its energy
+    as a flow (computed by the flow, not by the program's ridge formula) is the program's objective, and its gap over
+    all features falls as A grows (measured 54 %, 6.0 %, 2.7 %, 0.85 % at A = 10, 100, 300, 1000)."""
+    data = mfpde.datasets.teacher(0, n=20, d=2)
+    prob = mfpde.StationaryProblem(mfpde.flows.TwoLayer(activation="tanh", l2=1e-2), data, mfpde.measures.Gaussian(std=2.0))
+    gaps = []
+    for candidates in (10, 300):
+        sol = mfpde.solve(prob, Convex(n=candidates), key=0)
+        ds = mfpde.certify(sol, starts=64).dataset
+        np.testing.assert_allclose(float(ds.objective), float(sol.dataset.objective), rtol=1e-12)
+        gaps.append(float(ds.relative_gap))
+    assert gaps[0] > 0.2 and gaps[1] < 0.1 * gaps[0]
+
+
 class _DoubleWell(mfpde.flows.AbstractFlow):
     """A potential plus an attraction between particles, not declared convex."""
 

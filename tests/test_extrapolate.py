@@ -19,24 +19,26 @@ def _ou():
 
 
 def test_interval_covers_the_known_limit_at_its_level():
-    """Ornstein–Uhlenbeck from N(0, 1) at τ = 0: the particles' variance (normalised by 1/N) has mean
-    e^{−2κt}(1 − 1/N) exactly, so y_∞ = e^{−2κt}. Over 200 independent repetitions of 10 seeds × 3 widths, the 95 %
-    interval must contain it between 90 % and 99 % of the time (measured 94.5 %; 78 % for an 80 % interval; the
-    lack-of-fit test rejects the true model at p < 0.05 in 4.5 % of them)."""
+    """Ornstein–Uhlenbeck from N(0, 1) at τ = 0 in K Euler steps: θ_K = (1 − κ dt)^K θ_0 exactly, so the particles'
+    variance (normalised by 1/N) has mean (1 − κ dt)^{2K} (1 − 1/N) and y_∞ = (1 − κ dt)^{2K}. Over 200 independent
+    repetitions of 10 seeds × 3 widths, the 95 % interval must contain it between 90 % and 99 % of the time
+    (measured 94.5 %; 78 % for an 80 % interval; the lack-of-fit test rejects the true model at p < 0.05 in 4.5 %)."""
     repetitions, seeds = 200, 10
     study = mfpde.EnsembleProblem(_ou(), {"algorithm.n": WIDTHS, "seed": np.arange(repetitions * seeds)})
-    runs = mfpde.solve(study, Particles(), saveat=[T1]).dataset
-    truth = np.exp(-2 * KAPPA * T1)
-    covered, widths = 0, []
-    for r in range(repetitions):
-        part = mfpde.Solution(runs.isel(seed=slice(r * seeds, (r + 1) * seeds)))
-        with warnings.catch_warnings():  # about 1 % of the fits of the true model have p < 0.01, and say so
-            warnings.simplefilter("ignore")
-            fit = mfpde.extrapolate(part, observable="theta_cov").dataset.squeeze()
-        covered += float(fit.limit_low) <= truth <= float(fit.limit_high)
-        widths.append(float(fit.limit_high - fit.limit_low))
-    assert 0.90 <= covered / repetitions <= 0.99, covered
-    # the fitted slope is that of the exact bias, −e^{−2κt}, on average
+    runs = mfpde.solve(study, Particles(method="scan", dt=0.1), saveat=[T1]).dataset
+    truth = (1 - KAPPA * 0.1) ** (2 * round(T1 / 0.1))
+    # The repetitions as one more dimension, fitted point by point in one call.
+    variance = runs.theta_cov.isel(time=-1, param=0, param2=0, drop=True)
+    split = variance.coarsen(seed=seeds).construct(seed=("repetition", "seed")).assign_coords(seed=np.arange(seeds))
+    with warnings.catch_warnings():  # about 1 % of the fits of the true model have p < 0.01, and say so
+        warnings.simplefilter("ignore")
+        fits = mfpde.extrapolate(mfpde.Solution(split.to_dataset(name="variance")), observable="variance").dataset
+    assert fits.limit.dims == ("repetition",)
+    covered = (fits.limit_low <= truth) & (truth <= fits.limit_high)
+    assert 0.90 <= float(covered.mean()) <= 0.99, float(covered.mean())
+    assert 0.02 < float((fits.p_value < 0.05).mean()) < 0.1
+    widths = (fits.limit_high - fits.limit_low).values
+    # the fitted slope is that of the exact bias, −y_∞, on average
     fit = mfpde.extrapolate(mfpde.Solution(runs), observable="theta_cov").dataset.squeeze()
     assert abs(float(fit.slope) + truth) < 0.05 and abs(float(fit.limit) - truth) < 3 * float(fit.limit_standard_error)
     assert np.median(widths) > 4 * float(fit.limit_high - fit.limit_low)  # 200× the seeds: ~√200 narrower
@@ -46,7 +48,7 @@ def test_interval_covers_the_known_limit_at_its_level():
 
 
 def test_extrapolate_runs_a_problem_and_writes_netcdf(tmp_path):
-    fit = mfpde.extrapolate(_ou(), Particles(), widths=WIDTHS, seeds=4, observable="theta_cov",
+    fit = mfpde.extrapolate(_ou(), Particles(method="scan", dt=0.1), widths=WIDTHS, seeds=4, observable="theta_cov",
                             saveat=[0.0, 0.5, 1.0])
     ds = fit.dataset.squeeze(["param", "param2"], drop=True)
     assert ds["values"].dims == ("width", "seed", "time") and ds.limit.dims == ("time",)
