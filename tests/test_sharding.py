@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import jax
@@ -23,13 +25,20 @@ SCRIPT = textwrap.dedent(
 
     study = mfpde.EnsembleProblem(mfpde.remake(prob, temperature=0.01), {"temperature": [0.01, 0.02], "seed": [0, 1, 2, 3]})
     # Per point, the batch's points are split over the devices whatever the integrator: the Euler–Maruyama scan
-    # (each adaptive SDE program costs ~15 s to compile; the adaptive one is sharded below, stepped together).
+    # (an adaptive SDE program costs ~15 s to compile: the adaptive one is sharded in the slow test below).
     c = mfpde.solve(study, Particles(n=16, method="scan", dt=0.05), saveat=[1.0, 2.0], batch_size=4).dataset
     d = mfpde.solve(study, Particles(n=16, method="scan", dt=0.05, shard=False), saveat=[1.0, 2.0], batch_size=4).dataset
     assert c.attrs["devices"] == 4 and d.attrs["devices"] == 1 and np.isfinite(d.risk).all()
     np.testing.assert_allclose(c.risk, d.risk, rtol=1e-9)
-    # Stepped together, two points per device: each device runs its points one after another. (Saved at t = 1
-    # too: a noisy adaptive run saved at its end alone takes several times as long.)
+    print("sharded ok")
+    """
+)
+
+# Stepped together, two points per device: each device runs its points one after another. (Saved at t = 1 too: a
+# noisy adaptive run saved at its end alone takes several times as long.) Two adaptive SDE programs, ~15 s each.
+SHARED_SCRIPT = SCRIPT.split("\na = mfpde.solve")[0] + textwrap.dedent(
+    """
+    study = mfpde.EnsembleProblem(mfpde.remake(prob, temperature=0.01), {"temperature": [0.01, 0.02], "seed": [0, 1, 2, 3]})
     e = mfpde.solve(study, Particles(n=16), saveat=[1.0, 2.0], batch_size=8, batch_stepping="shared").dataset
     f = mfpde.solve(study, Particles(n=16, shard=False), saveat=[1.0, 2.0], batch_size=8, batch_stepping="shared").dataset
     assert np.isfinite(f.risk).all() and (f.result == 0).all()
@@ -39,8 +48,17 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_sharded_runs_match_unsharded(tmp_path):
+def _run_on_four_devices(script):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sharded ok" in done.stdout
+
+
+def test_sharded_runs_match_unsharded():
+    _run_on_four_devices(SCRIPT)
+
+
+@pytest.mark.slow  # two adaptive SDE programs, ~30 s of compilation
+def test_sharded_shared_steps_match_unsharded():
+    _run_on_four_devices(SHARED_SCRIPT)
