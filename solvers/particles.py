@@ -115,8 +115,7 @@ class Particles(AbstractIntegrationAlgorithm):
                                                   jax.sharding.PartitionSpec("particles"))
         point = _Point(None, n, groups, y0.dtype, chunk, self.entropy_samples, noisy, problem.flow.evolves_masses,
                        sharding)
-        y0 = point.start(problem, key)[0]
-        return point, y0, {"chunk_size": chunk, "noisy": noisy, "method": self.method, "devices": len(devices)}
+        return point, point.state(problem, y0), {"chunk_size": chunk, "noisy": noisy, "method": self.method, "devices": len(devices)}
 
     def kinds(self, point, problem, ensemble, y0, options):
         """Deterministic and noisy points: an ODE and an SDE method."""
@@ -176,13 +175,16 @@ class _Point(AbstractPoint):
         return _System(problem.flow, problem.data, masses, self.chunk_size, self.entropy_samples, self.evolves_masses)
 
     def start(self, problem, key):
-        """The flat state: the N·p coordinates of the particles, then N times their N masses when the flow evolves
-        them."""
         init_key, noise_key = jax.random.split(key)
-        y0 = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
-        if self.evolves_masses:
-            y0 = jnp.concatenate([y0, self.n * _initial_masses(problem.init, self.n, self.dtype)])
-        return y0, noise_key
+        theta = _initial_state(problem.init, init_key, self.n, dict(self.groups)).astype(self.dtype)
+        return self.state(problem, theta), noise_key
+
+    def state(self, problem, theta):
+        """The flat state from the particles' N·p coordinates: then N times their N masses when the flow evolves
+        them."""
+        if not self.evolves_masses:
+            return theta
+        return jnp.concatenate([theta, self.n * _initial_masses(problem.init, self.n, self.dtype)])
 
     def constrain(self, y):
         return y if self.sharding is None else jax.lax.with_sharding_constraint(y, self.sharding)
