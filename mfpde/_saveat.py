@@ -8,6 +8,8 @@ def save_times(saveat, tspan) -> np.ndarray:
     `None` means 101 equally spaced times over `tspan`.
     """
     t0, t1 = (float(t) for t in tspan)
+    # A time equal to t1 up to the precision tspan is stored in (float32 rounds 0.02 to 0.0199999996) is t1.
+    eps = max(float(np.finfo(np.asarray(t).dtype).eps) for t in tspan)
     if saveat is None:
         return np.linspace(t0, t1, 101)
     if isinstance(saveat, diffrax.SaveAt):
@@ -36,7 +38,7 @@ def save_times(saveat, tspan) -> np.ndarray:
         raise ValueError("`saveat` contains NaN or infinite times.")
     if np.any(np.diff(ts) < 0):
         raise ValueError("`saveat` times must be non-decreasing.")
-    scale = max(abs(t0), abs(t1), 1.0) * 1e-12
+    scale = max(abs(t0), abs(t1), 1.0) * max(4 * eps, 1e-12)
     if ts[0] < t0 - scale or ts[-1] > t1 + scale:
         raise ValueError(f"`saveat` times must lie in tspan [{t0:g}, {t1:g}], got [{ts[0]:g}, {ts[-1]:g}].")
     return np.clip(ts, t0, t1)

@@ -89,3 +89,12 @@ def _study():
 def test_bad_input_names_the_argument(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_a_save_time_equal_to_a_float32_end_time_is_accepted():
+    # tspan (0, 0.02) in float32 ends at 0.0199999996; saveat=[0.02] names that end time, and was refused as
+    # lying outside tspan (compared at 1e-12, not at the tspan's precision). A time truly outside is still refused.
+    tspan = (np.float32(0.0), np.float32(0.02))
+    np.testing.assert_allclose(mfpde.extend.save_times([0.01, 0.02], tspan), [0.01, 0.02], rtol=1e-6)
+    with pytest.raises(ValueError, match="`saveat`"):
+        mfpde.extend.save_times([0.0201], tspan)
