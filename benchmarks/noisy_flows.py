@@ -9,7 +9,10 @@ particles' second moment m₂ = mean_j |θ_j|². Their expectations over `--seed
 a hand-written Euler–Maruyama `lax.scan` at the finest step and at twice it, Richardson-extrapolated (weak order 1).
 Methods:
 
-  (a) mfpde's default (`Particles()`, adaptive, the SDE method and tolerance it picks for τ > 0);
+  (a) mfpde's default (`Particles()`, adaptive: ShARK with predictable steps, the noise drawn per step), at its
+      default tolerance and at the looser ones of `--rtols`;
+  (a0) the previous default: the same ShARK and PI controller, rejecting steps, on a Brownian tree (passed as
+      `stepsize_controller`, which keeps the tree);
   (b) mfpde's fixed-step `Particles(method="scan", dt=...)` (Euler–Maruyama);
   (c) a hand-written Euler–Maruyama `lax.scan` (jitted, `jax.grad` of J), at the same steps as (b).
 
@@ -27,6 +30,7 @@ import statistics
 import time
 from pathlib import Path
 
+import diffrax
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -52,9 +56,11 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=1e-3, help="τ (default 1e-3)")
     p.add_argument("--l2", type=float, default=1e-2, help="weight decay λ (default 1e-2)")
     p.add_argument("--seeds", type=int, default=16, help="seeds (default 16)")
-    p.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200, 400, 800],
-                   help="step counts of the fixed-step methods (default 50 100 200 400 800)")
-    p.add_argument("--reference-steps", type=int, default=6400, help="finest Euler–Maruyama steps (default 6400)")
+    p.add_argument("--steps", type=int, nargs="+", default=[12, 25, 50, 100, 200],
+                   help="step counts of the fixed-step methods (default 12 25 50 100 200)")
+    p.add_argument("--rtols", type=float, nargs="+", default=[3e-3, 1e-2],
+                   help="looser tolerances of the default method (rtol = atol; default 3e-3 1e-2)")
+    p.add_argument("--reference-steps", type=int, default=3200, help="finest Euler–Maruyama steps (default 3200)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
     p.add_argument("--output", type=Path, default=_common.RESULTS, help="results file (default benchmarks/RESULTS.md)")
     return p.parse_args(argv)
@@ -146,10 +152,17 @@ def main(argv=None):
         return np.array(rows), meta, run
 
     rows = []
-    values, meta, run = mfpde_values(Particles())
-    err, se = error(values)
-    rows.append(("(a) mfpde default", meta["solver"], meta["steps"], err, se, run, meta["compile"]))
-    log(f"(a) {meta['solver']}: {meta['steps']} steps, errors {err}, ± {se}, run {fmt_time(run)}")
+    tree = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-3, atol=1e-3, pcoeff=0.1, icoeff=0.3),
+                                          step_ts=[t1])
+    cases = [("(a) mfpde default", "ShARK, predictable steps, rtol 1e-3", {})]
+    cases += [("(a) mfpde default, looser", f"ShARK, predictable steps, rtol {r:g}", {"rtol": r, "atol": r})
+              for r in args.rtols]
+    cases += [("(a0) previous default", "ShARK on a Brownian tree, rtol 1e-3", {"stepsize_controller": tree})]
+    for name, setting, options in cases:
+        values, meta, run = mfpde_values(Particles(), **options)
+        err, se = error(values)
+        rows.append((name, setting, meta["steps"], err, se, run, meta["compile"]))
+        log(f"{name} {setting}: {meta['steps']} steps, errors {err}, ± {se}, run {fmt_time(run)}")
     for steps in args.steps:
         dt = t1 / steps
         values, meta, run = mfpde_values(Particles(method="scan", dt=dt))

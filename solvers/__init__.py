@@ -8,3 +8,4 @@ from .gibbs import GibbsFixedPoint as GibbsFixedPoint
 from .particle_stationary import ParticleStationary as ParticleStationary
 from .convex import Convex as Convex
 from ._batches import MaxRMSNorm as MaxRMSNorm
+from ._integrate import PredictableSteps as PredictableSteps

@@ -12,7 +12,7 @@ import xarray as xr
 import mfpde
 from mfpde.extend import ChunkStore, is_solver_parameter
 
-from ._integrate import NONFINITE, AbstractWrappedController, brownian_tree
+from ._integrate import NONFINITE, AbstractWrappedController, brownian_path
 
 
 def _problem_values(values: dict) -> dict:
@@ -117,25 +117,28 @@ class SharedSteps(AbstractWrappedController):
 
 
 class SeedBrownianPaths(diffrax.AbstractBrownianPath):
-    """The Brownian paths of a batch stepped together: one tree per distinct seed, evaluated once per step and
-    handed to every point with that seed (`index[b]` is point b's tree). Each tree is the one a single solve of
-    that seed uses, so each point sees the same path as alone; the noise costs one tree descent per distinct
-    seed, not per point."""
+    """The Brownian paths of a batch stepped together: one path per distinct seed (a tree, or independent
+    increments), evaluated once per step and handed to every point with that seed (`index[b]` is point b's path).
+    Each is the path a single solve of that seed draws from, so that with a tree each point sees the same path as
+    alone; the noise costs one draw per distinct seed, not per point."""
 
-    trees: diffrax.VirtualBrownianTree  # stacked: a leading axis over the distinct seeds
+    paths: diffrax.AbstractBrownianPath  # stacked: a leading axis over the distinct seeds
     index: jax.Array
     levy_area: type = eqx.field(static=True, default=diffrax.SpaceTimeLevyArea)
 
     @property
     def t0(self):
-        return self.trees.t0[0]
+        return self.paths.t0[0]
+
+    def at_step(self, step):
+        return SeedBrownianPaths(self.paths.at_step(jnp.broadcast_to(step, self.paths.key.shape)), self.index)
 
     @property
     def t1(self):
-        return self.trees.t1[0]
+        return self.paths.t1[0]
 
     def evaluate(self, t0, t1=None, left=True, use_levy=False):
-        out = eqx.filter_vmap(lambda tree: tree.evaluate(t0, t1, left, use_levy=True))(self.trees)
+        out = eqx.filter_vmap(lambda path: path.evaluate(t0, t1, left, use_levy=True))(self.paths)
         W, H = (a[self.index].reshape(-1) for a in (out.W, out.H))
         increment = diffrax.SpaceTimeLevyArea(dt=out.dt[0], W=W, H=H)
         return increment if use_levy else increment.W
@@ -173,8 +176,8 @@ class StackedSystem(eqx.Module):
 
     def brownian(self, span, tol, keys, like):
         one = like.reshape(self.index.shape[0], -1)[0]
-        trees = eqx.filter_vmap(lambda key: brownian_tree(span, tol, key, one))(keys)
-        return SeedBrownianPaths(trees, self.index)
+        paths = eqx.filter_vmap(lambda key: brownian_path(span, tol, key, one))(keys)
+        return SeedBrownianPaths(paths, self.index)
 
     @property
     def event(self):
@@ -193,6 +196,8 @@ def solve_shared(point, base, values: dict, keys, paths, meter, group):
     span = tuple(jnp.asarray(t, point.dtype) for t in base.tspan)
     observed, stats, final = point.integrate(system, y0.reshape(-1), span[0], span, noise_keys[holders], meter,
                                              event=system.event)
+    if isinstance(final, tuple):  # (state, solver state, controller state) of predictable steps
+        final = final[0]
     points = index.shape[0]
     failed = ~system.alive(final)
     stats = {k: jnp.broadcast_to(v, (points,)) for k, v in stats.items()}

@@ -26,8 +26,8 @@ from mfpde.extend import (ChunkStore, Timer, fingerprint, flatten_attrs, make_da
                           warn_or_raise)
 
 from ._batches import MaxRMSNorm, SharedSteps, error_norm, merge_points, run_ensemble, sweep_variables
-from ._integrate import (KINK_DEVIATION, as_key, as_progress_meter, implicit_solver, integrate_adaptive, integrate_scan,
-                         probe_velocity, watched)
+from ._integrate import (KINK_DEVIATION, PredictableSteps, as_key, as_progress_meter, implicit_solver, integrate_adaptive,
+                         integrate_scan, probe_velocity, watched)
 from ._tolerances import tolerance
 
 MAX_STEPS = 100_000
@@ -152,7 +152,8 @@ class AbstractIntegrationAlgorithm(mfpde.AbstractAlgorithm):
           `max_steps_reached`.
         - `progress_meter`: a diffrax progress meter, True for `diffrax.TqdmProgressMeter()`, False for none;
           by default a progress bar in a notebook (not under pytest), none elsewhere.
-        - `brownian_tol`: for τ > 0, the resolution of the Brownian tree, default (t1 − t0)·2⁻¹⁸. It must stay below
+        - `brownian_tol`: for τ > 0 with a `stepsize_controller` of your own (the default one draws the noise per
+          step, without a tree), the resolution of the Brownian tree, default (t1 − t0)·2⁻¹⁸. It must stay below
           the steps the controller takes (below it the noise of two steps is no longer independent), and it sets the
           cost of the noise: each step descends the tree, one level per halving, drawing the increment and Lévy area
           of every coordinate at each level. With the default 18 levels that is most of a step's cost for a small
@@ -166,7 +167,8 @@ class AbstractIntegrationAlgorithm(mfpde.AbstractAlgorithm):
           "shared" (`Particles`, `Units`): the batch is one system with one step size, a step being accepted only
           when every point meets the tolerance (`solvers.MaxRMSNorm`, the default controller's norm here; give a
           controller of your own that norm too), and the points with the same seed share one draw of their Brownian
-          path per step. The noise then costs one tree descent per distinct seed, not per point: in a temperature ×
+          path per step (with the default noisy method, the increments of the batch's steps: each point is then a
+          draw of the same law as its single solve, not the same path; a controller of your own keeps the tree). The noise then costs one tree descent per distinct seed, not per point: in a temperature ×
           seed sweep it drops by the number of temperatures. Each point agrees with its single solve to the solver's
           tolerance, not to rounding. A point whose state stops being finite even at the smallest steps (10⁻⁹ of the
           span) is marked failed (`nonfinite`) and leaves the error control, keeping its earlier saves; the others
@@ -176,7 +178,8 @@ class AbstractIntegrationAlgorithm(mfpde.AbstractAlgorithm):
           already there, so an interrupted study resumes and the merged result equals an uninterrupted run.
         - `checkpoint_every`: with a `directory` and a single problem, the run is integrated in segments of this
           many save times; each finished segment (its observables and final state) is written at once, and a rerun
-          continues from the last one. The Brownian tree spans the whole run, so segments do not change the noise.
+          continues from the last one, with the steps and the noise of an uninterrupted run (the default noisy
+          method resumes its controller's state; a Brownian tree spans the whole run).
         - `client`: a `dask.distributed.Client`: each batch of an `EnsembleProblem` becomes a task that a worker
           runs and writes into `directory` (required, and visible to every worker); the driver then reads them all.
         - `throw`: raise `mfpde.IntegrationError` (carrying the partial solution) instead of warning on failure.
@@ -343,32 +346,36 @@ def integrator(algorithm, system, y0, tspan, ts, options: SolveOptions, *, noisy
     rtol = tolerance(options.rtol, default_rtol, "rtol", dtype)
     atol = tolerance(options.atol, default_atol, "atol", dtype)
     attrs.update(rtol=rtol, atol=atol)
-    if controller is None and noisy:
-        # Milder PI coefficients, as diffrax recommends for noisy error estimates; steps land on the save times,
-        # because interpolating an SDE solution between steps is only O(√h) accurate.
+    predictable = controller is None and noisy
+    if predictable:
+        # Predictable steps, whose noise is drawn afresh per step instead of from a Brownian tree (benchmarks/
+        # RESULTS.md, "Noisy flows"); milder PI coefficients, as diffrax recommends for noisy error estimates; steps
+        # land on the save times, because interpolating an SDE solution between steps is only O(√h) accurate.
         controller = diffrax.ClipStepSizeController(
-            diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.1, icoeff=0.3, norm=norm), step_ts=ts)
+            PredictableSteps(diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.1, icoeff=0.3, norm=norm)), step_ts=ts)
     elif controller is None:
         controller = diffrax.PIDController(rtol=rtol, atol=atol, norm=norm)
     if isinstance(norm, MaxRMSNorm) and isinstance(controller, diffrax.AbstractAdaptiveStepSizeController):
         controller = SharedSteps(controller, norm.points)
     integrate = adaptive_integrator(ts=ts, dtype=dtype, span=span, solver=solver, controller=controller,
                                     dt0=options.dt0, max_steps=options.max_steps, save=save, noisy=noisy,
-                                    brownian_tol=options.brownian_tol)
+                                    brownian_tol=options.brownian_tol, predictable=predictable)
     attrs.update(solver=type(solver).__name__, stepsize_controller=repr(controller))
     return integrate, attrs, (solver, controller)
 
 
 def adaptive_integrator(*, ts, dtype, span, solver, controller, dt0, max_steps: int, save: bool, noisy: bool = False,
-                        brownian_tol=None, imex: bool = False) -> jax.tree_util.Partial:
-    """`integrate_adaptive` with its options bound: the diffrax `solver` and `controller` as given, the Brownian tree
-    of a noisy run resolved to `brownian_tol` (default (t1 − t0)·2⁻¹⁸)."""
+                        brownian_tol=None, imex: bool = False, predictable: bool = False) -> jax.tree_util.Partial:
+    """`integrate_adaptive` with its options bound: the diffrax `solver` and `controller` as given; the noise of a
+    noisy run drawn per step with `predictable` steps, else from a Brownian tree resolved to `brownian_tol`
+    (default (t1 − t0)·2⁻¹⁸)."""
     length = float(span[1] - span[0])
+    tree = noisy and not predictable
     return jax.tree_util.Partial(
         integrate_adaptive, ts=jnp.asarray(ts, dtype), solver=solver, controller=controller,
         dt0=None if dt0 is None else jnp.asarray(dt0, dtype), max_steps=max_steps,
-        brownian_tol=jnp.asarray(length * 2.0**-18 if brownian_tol is None else brownian_tol, dtype) if noisy else None,
-        noisy=noisy, save=save, imex=imex,
+        brownian_tol=jnp.asarray(length * 2.0**-18 if brownian_tol is None else brownian_tol, dtype) if tree else None,
+        noisy=noisy, save=save, imex=imex, predictable=predictable,
     )
 
 
@@ -446,7 +453,7 @@ def run_checkpointed(point, problem, key, meter, ts, every, store):
         if out[1]["result"] != 0:
             break
         taken = jnp.asarray(sum(int(o[1]["num_steps"]) for o in outs), jnp.int32)  # traced: one program for all segments
-        state = (jnp.asarray(out[2]), ts[stop - 1], taken)
+        state = (jax.tree.map(jnp.asarray, out[2]), ts[stop - 1], taken)
     observed = jax.tree.map(lambda *a: np.concatenate(a), *[o[0] for o in outs])
     missing = len(ts) - len(jax.tree.leaves(observed)[0])
     if missing:  # after a failed segment: the remaining times were not reached
@@ -459,7 +466,8 @@ def run_checkpointed(point, problem, key, meter, ts, every, store):
 def restart_options(integrate, y0, t0, restart):
     """The initial state, start time and integrator options of a run continued from `restart = (ts, state)`, with
     `state = (y, t, steps taken)` or None (the run's start): the scan draws the noise of the steps after those taken
-    (the Brownian tree of the adaptive method spans the whole run), so segments do not change the noise."""
+    (the adaptive method's Brownian tree spans the whole run; with predictable steps it continues from the stored
+    controller state, taking the steps of the whole run), so segments do not change the noise."""
     if restart is None:
         return y0, t0, {}
     ts, state = restart
@@ -468,4 +476,7 @@ def restart_options(integrate, y0, t0, restart):
         y0, t0, steps = state
         if integrate.func is integrate_scan:
             options["first_step"] = steps
+        elif integrate.keywords.get("predictable"):
+            y0, *resume = y0
+            options["resume"] = tuple(resume)
     return y0, t0, options

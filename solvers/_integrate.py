@@ -185,19 +185,139 @@ def solve_stats(sol: diffrax.Solution) -> dict:
     }
 
 
-def brownian_tree(span, tol, key, like) -> diffrax.VirtualBrownianTree:
-    """The Brownian path of one run, shaped like the state `like`, with the space-time Lévy area that ShARK uses."""
+class PredictableSteps(AbstractWrappedController):
+    """`controller`'s step sizes without its rejections: a finite step is kept whatever its error estimate, and the
+    next one has the size `controller` proposed (from the end of the kept step). A step's size then depends only on
+    the steps before it (it is predictable), so its Brownian increment can be drawn afresh for each step
+    (`IndependentIncrements`): no Brownian tree, which a retried step needs to see the same path and which costs a
+    descent of every level per step, and no bias from redrawing the noise until a step passes (adaptive
+    Euler–Maruyama with predictable steps: Lamba, Mattingly & Stuart, IMA J. Numer. Anal. 27, 2007). A step whose
+    candidate or error is not finite is still rejected and retried smaller. The state is (`controller`'s, the size it
+    proposed last), from which a run continued from a checkpoint takes the steps of the uninterrupted run."""
+
+    controller: diffrax.AbstractAdaptiveStepSizeController
+
+    def wrap(self, direction):
+        return PredictableSteps(self.controller.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        first, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return first, (state, first - t0)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        keep, next_t0, next_t1, jump, state, result = self.controller.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state[0])
+        finite = jnp.all(jnp.isfinite(y1_candidate)) & (True if y_error is None else jnp.all(jnp.isfinite(y_error)))
+        size = next_t1 - next_t0
+        overruled = finite & ~keep
+        next_t0 = jnp.where(overruled, t1, next_t0)
+        next_t1 = jnp.where(overruled, t1 + size, next_t1)
+        return keep | finite, next_t0, next_t1, jump, (state, size), result
+
+
+def proposed_step(controller_state):
+    """The size the `PredictableSteps` inside a `ClipStepSizeController` proposed last, from the latter's state."""
+    return controller_state.inner_state[1]
+
+
+class IndependentIncrements(diffrax.AbstractBrownianPath):
+    """Brownian increments drawn afresh for each step: over the step [t0, t1] numbered `step`,
+    W(t1) − W(t0) ~ N(0, (t1 − t0) I) and the space-time Lévy area H ~ N(0, (t1 − t0)/12 I), independent, from
+    `fold_in(key, step)`. Steps that are never retried (fixed, or `PredictableSteps`) then see a Brownian motion, at
+    the cost of two normal vectors a step, against a descent of every level of a `VirtualBrownianTree`. The step
+    number is set by `StepIndexedNoise` before each step: keyed by its end times instead (as diffrax's
+    `UnsafeBrownianPath`, which diffrax refuses under any adaptive controller), a last-bit difference in a step
+    time, e.g. between a batch and a single solve, would change the whole draw."""
+
+    shape: jax.ShapeDtypeStruct = eqx.field(static=True)
+    key: jax.Array
+    span: tuple
+    step: jax.Array | int = 0
+
+    levy_area = diffrax.SpaceTimeLevyArea
+
+    @property
+    def t0(self):
+        return self.span[0]
+
+    @property
+    def t1(self):
+        return self.span[1]
+
+    def at_step(self, step):
+        return eqx.tree_at(lambda path: path.step, self, step)
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        if t1 is None:
+            raise ValueError("IndependentIncrements gives the increment over a step: pass t1.")
+        key_w, key_h = jax.random.split(jax.random.fold_in(self.key, self.step))
+        dt = jnp.asarray(t1 - t0, self.shape.dtype)
+        W = jnp.sqrt(dt) * jax.random.normal(key_w, self.shape.shape, self.shape.dtype)
+        H = jnp.sqrt(dt / 12) * jax.random.normal(key_h, self.shape.shape, self.shape.dtype)
+        return diffrax.SpaceTimeLevyArea(dt=dt, W=W, H=H) if use_levy else W
+
+
+class StepIndexedNoise(diffrax.AbstractWrappedSolver):
+    """`solver`, numbering its kept steps for the noise: before step n it sets n on the Brownian paths in its terms
+    (`path.at_step`), so that step n draws the n-th increment of `IndependentIncrements`. The count is the solver state, which diffrax advances on kept steps only."""
+
+    solver: diffrax.AbstractSolver
+
+    @property
+    def term_structure(self):
+        return self.solver.term_structure
+
+    @property
+    def interpolation_cls(self):
+        return self.solver.interpolation_cls
+
+    @property
+    def term_compatible_contr_kwargs(self):
+        return self.solver.term_compatible_contr_kwargs
+
+    def order(self, terms):
+        return self.solver.order(terms)
+
+    def strong_order(self, terms):
+        return self.solver.strong_order(terms)
+
+    def error_order(self, terms):
+        return self.solver.error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        return jnp.zeros((), jnp.int32), self.solver.init(terms, t0, t1, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        count, inner = solver_state
+        numbered = lambda x: hasattr(x, "at_step")  # noqa: E731
+        terms = jax.tree.map(lambda x: x.at_step(count) if numbered(x) else x, terms, is_leaf=numbered)
+        y1, y_error, dense, inner, result = self.solver.step(terms, t0, t1, y0, args, inner, made_jump)
+        return y1, y_error, dense, (count + 1, inner), result
+
+    def func(self, terms, t0, y0, args):
+        return self.solver.func(terms, t0, y0, args)
+
+
+def brownian_path(span, tol, key, like) -> diffrax.AbstractBrownianPath:
+    """The Brownian path of one run, shaped like the state `like`, with the space-time Lévy area that ShARK uses:
+    a `VirtualBrownianTree` resolved to `tol` (the same path whatever the steps, as a controller that retries steps
+    needs), or with `tol` None, `IndependentIncrements` (for predictable steps)."""
     shape = jax.ShapeDtypeStruct(like.shape, like.dtype)
+    if tol is None:
+        return IndependentIncrements(shape, key, span)
     return diffrax.VirtualBrownianTree(*span, tol=tol, shape=shape, key=key, levy_area=diffrax.SpaceTimeLevyArea)
 
 
 def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
-                        save, imex=False, event=NONFINITE_EVENT):
-    """Integrate from (t0, y0) to the last save time; the Brownian tree covers the whole `span` of the problem, so
-    a run continued from a checkpoint sees the same Brownian path. `system.brownian(span, tol, key, y0)` gives the
-    path; `event` stops the solve (default: at the first non-finite state). With `imex`, the drift is the pair
-    `MultiTerm(system.explicit, system.implicit)` of an IMEX solver. The system is diffrax's `args`, so that a
-    controller can read it (`TransportCap`)."""
+                        save, imex=False, predictable=False, resume=None, event=NONFINITE_EVENT):
+    """Integrate from (t0, y0) to the last save time. `system.brownian(span, brownian_tol, key, y0)` gives the noise's
+    path: a Brownian tree over the whole `span` of the problem (a run continued from a checkpoint sees the same
+    path), or, with `predictable` steps (`controller` a `ClipStepSizeController` around `PredictableSteps`),
+    independent increments numbered by `StepIndexedNoise`; the final state then comes with the solver's and the
+    controller's, (y, solver state, controller state), and `resume` = (solver state, controller state) continues a
+    run from them with the steps and the noise of the uninterrupted run. `event` stops the solve (default: at the first
+    non-finite state). With `imex`, the drift is the pair `MultiTerm(system.explicit, system.implicit)` of an IMEX
+    solver. The system is diffrax's `args`, so that a controller can read it (`TransportCap`)."""
     if imex:
         drift = diffrax.MultiTerm(diffrax.ODETerm(system.explicit), diffrax.ODETerm(system.implicit))
     else:
@@ -208,14 +328,23 @@ def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controll
         terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(lambda t, y, args: lx.DiagonalLinearOperator(scale), brownian))
     else:
         terms = drift
+    solver_state = controller_state = None
+    if predictable:
+        solver = StepIndexedNoise(solver)
+    if resume is not None:  # the uninterrupted run's next step: its proposal, cut at the next save time
+        solver_state, controller_state = resume
+        after = ts[jnp.minimum(jnp.searchsorted(ts, t0, side="right"), ts.shape[0] - 1)]
+        dt0 = jnp.minimum(proposed_step(controller_state), after - t0)
     sol = diffrax.diffeqsolve(
         terms, solver, t0, ts[-1], dt0, y0,
         saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
-                                    diffrax.SubSaveAt(t1=True)]),
+                                    diffrax.SubSaveAt(t1=True)], solver_state=predictable, controller_state=predictable),
         args=system, stepsize_controller=controller, event=event, max_steps=max_steps, throw=False,
-        progress_meter=meter,
+        progress_meter=meter, solver_state=solver_state, controller_state=controller_state,
     )
     observed, final = sol.ys
+    if predictable:
+        return observed, solve_stats(sol), (final[-1], sol.solver_state, sol.controller_state)
     return observed, solve_stats(sol), final[-1]
 
 

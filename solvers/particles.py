@@ -11,9 +11,9 @@ from mfpde.extend import as_float_array
 
 from ._driver import AbstractIntegrationAlgorithm, AbstractPoint, integrator
 from ._entropy import knn_entropy
-from ._integrate import brownian_tree
+from ._integrate import brownian_path
 
-_AUTO_CHUNK_ELEMENTS = 2**24  # N·n above which the data term is evaluated in chunks of training points
+_AUTO_CHUNK_ELEMENTS = 2**27  # N·n above which the data term is evaluated in chunks of training points (benchmarks/RESULTS.md, "A million particles")
 
 
 class Particles(AbstractIntegrationAlgorithm):
@@ -33,7 +33,8 @@ class Particles(AbstractIntegrationAlgorithm):
       for long cheap runs; exact at the save times).
     - `dt`: the step of the "scan" method.
     - `chunk_size`: evaluate the data term in chunks of this many training points, keeping memory
-      O(N·(d + k) + N·chunk) also for gradients. Default: chunks only when N·n > 2²⁴.
+      O(N·(d + k) + N·chunk) also for gradients. Default: chunks of 2²⁷/N points when N·n > 2²⁷ (the fastest at
+      N = 10⁶, n = 1024: benchmarks/RESULTS.md, "A million particles").
     - `save_state`: also save the full state θ(t) at the save times (data variable `theta`).
     - `shard`: with several JAX devices, split the particle axis of a run (N divisible by the device count), or
       the point axis of a study (`batch_size` divisible by it), across all of them.
@@ -47,8 +48,11 @@ class Particles(AbstractIntegrationAlgorithm):
       alone, λ·(t1 − t0)/3.5; above `stiff_steps` the solve uses `Kvaerno5` with a matrix-free Newton–GMRES root
       finder (never a dense Jacobian of the N·p state). A flow whose velocity has kinks (ReLU: second differences
       of the velocity at t0 scale like h, not h²) uses `Bosh3` at rtol 1e-5, atol 1e-7 instead.
-    - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) on a `VirtualBrownianTree`, with steps landing on
-      the save times (an SDE solution interpolated between steps would be only O(√h) accurate there).
+    - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) with predictable steps (`PredictableSteps`: the
+      PI controller's sizes, no step rejected, so each step's Brownian increment is drawn afresh, without the
+      Brownian tree a retried step needs; 3.5× faster at the same steps, benchmarks/RESULTS.md "Noisy
+      flows"), landing on the save times (an SDE solution interpolated between steps would be only O(√h) accurate
+      there). A `stepsize_controller` of your own rejects steps as usual, on a `VirtualBrownianTree`.
 
     The default tolerances (`rtol`, `atol` of `solve`): for τ = 0, 1e-6/1e-8 in float64 (1e-5/1e-7 with kinks) and
     1e-4/1e-6 in float32; for τ > 0 (a pathwise error, whose observables carry an O(N^{−1/2}) Monte-Carlo error
@@ -218,7 +222,7 @@ class _System(eqx.Module):
         return jnp.concatenate([v, masses.shape[0] * self.flow.mass_rate(potential, masses)])
 
     def brownian(self, span, tol, key, like):
-        return brownian_tree(span, tol, key, like)
+        return brownian_path(span, tol, key, like)
 
     def noise_scale(self, y):
         """√(2τ) on trained coordinates, 0 on fixed ones, per entry of the flat state."""

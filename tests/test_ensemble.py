@@ -140,17 +140,25 @@ def test_sixty_four_points_trace_once(monkeypatch, stepping):
 def test_shared_steps_equal_single_solves():
     """One step size for the batch, checked against every point's tolerance; each seed's Brownian path drawn once
     and handed to the points holding that seed. Against single solves at a tight pathwise tolerance: a point given
-    another seed's path, or stepped past its own tolerance, would be off by O(0.1)."""
+    another seed's path, or stepped past its own tolerance, would be off by O(0.1). A path that is the same whatever
+    the steps (a Brownian tree) needs a controller of one's own: the default's predictable steps draw increments per
+    step, and a batch's common steps are not a single solve's (`test_shared_predictable_steps_share_each_seeds_noise`)."""
     prob = _problem(0.02)
     options = dict(saveat=SAVEAT, rtol=1e-6, atol=1e-6)
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.0, 0.02, 0.05], "seed": [0, 1, 2]})
-    ds = mfpde.solve(study, SINGLE, batch_size=6, batch_stepping="shared", **options).dataset
+    shared = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-6, atol=1e-6, pcoeff=0.1, icoeff=0.3,
+                                                                  norm=solvers.MaxRMSNorm(6)), step_ts=SAVEAT)
+    ds = mfpde.solve(study, SINGLE, batch_size=6, batch_stepping="shared", stepsize_controller=shared,
+                     saveat=SAVEAT).dataset
     assert (ds.result == 0).all() and ds.attrs["batch_stepping"] == "shared"
     steps = ds.num_steps.values.reshape(-1)  # τ = 0 points are one group (ODE method), τ > 0 ones another (SDE)
     assert (steps[:3] == steps[0]).all() and (steps[3:] == steps[3]).all()  # one step sequence per batch
+    alone = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-6, atol=1e-6, pcoeff=0.1, icoeff=0.3),
+                                           step_ts=SAVEAT)
     for temperature in (0.02, 0.05):
         for seed in (0, 1, 2):
-            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), SINGLE, key=seed, **options).dataset
+            single = mfpde.solve(mfpde.remake(prob, temperature=temperature), SINGLE, key=seed, saveat=SAVEAT,
+                                 stepsize_controller=alone).dataset
             np.testing.assert_allclose(ds.theta.sel(temperature=temperature, seed=seed), single.theta, atol=2e-5)
     deterministic = mfpde.solve(mfpde.remake(prob, temperature=0.0), SINGLE, key=1, **options).dataset
     np.testing.assert_allclose(ds.theta.sel(temperature=0.0, seed=1), deterministic.theta, atol=2e-5)
@@ -331,3 +339,17 @@ def test_sweep_over_width_and_step():
         mfpde.solve(mfpde.EnsembleProblem(prob, {"algorithm.dt": [0.1]}), Particles(n=4), saveat=[2.0])
     with pytest.raises(ValueError, match="algorithm.chunk_size"):
         mfpde.solve(mfpde.EnsembleProblem(prob, {"algorithm.chunk_size": [1]}), Particles(n=4), saveat=[2.0])
+
+
+def test_shared_predictable_steps_share_each_seeds_noise():
+    """Default noisy points stepped together draw each seed's increments once per step. On a linear flow
+    (Ornstein–Uhlenbeck) a point is then θ_τ = a + √τ·Z with a and Z fixed by its seed and the batch's steps, so
+    θ_{0.04} − θ_{0.01} = θ_{0.09} − θ_{0.04} (= 0.1·Z) to rounding; another seed's Z differs by O(1)."""
+    flow = mfpde.flows.OrnsteinUhlenbeck(kappa=1.0, dim=2, temperature=0.01)
+    prob = mfpde.FlowProblem(flow, None, mfpde.measures.Gaussian(), (0.0, 1.0))
+    study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.01, 0.04, 0.09], "seed": [0, 1]})
+    ds = mfpde.solve(study, Particles(n=16, save_state=True), saveat=[0.5, 1.0], batch_size=6,
+                     batch_stepping="shared").dataset
+    theta = ds.theta.values  # (temperature, seed, time, particle, param)
+    np.testing.assert_allclose(theta[1] - theta[0], theta[2] - theta[1], atol=1e-12)
+    assert np.abs((theta[1] - theta[0])[0] - (theta[1] - theta[0])[1]).max() > 0.05

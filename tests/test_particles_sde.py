@@ -114,3 +114,41 @@ def test_knn_entropy_is_the_kozachenko_leonenko_sum():
     unit_ball = 0.5 * p * np.log(np.pi) - scipy.special.gammaln(0.5 * p + 1)
     expected = scipy.special.digamma(N) - scipy.special.digamma(1) + unit_ball + p * np.mean(np.log(distance[:, 1]))
     np.testing.assert_allclose(float(knn_entropy(jax.numpy.asarray(x), row_chunk=512)), expected, rtol=1e-12)
+
+
+def test_independent_increments_have_the_law_of_brownian_motion():
+    """Over numbered steps of sizes h_k: W_k/√h_k and √12·H_k/√h_k are independent standard normals, across
+    coordinates, steps, and between W and H (sample moments against 0 and 1 at 5 standard errors)."""
+    import jax
+    import jax.numpy as jnp
+
+    from solvers._integrate import IndependentIncrements
+
+    like = jax.ShapeDtypeStruct((4000,), jnp.float64)
+    path = IndependentIncrements(like, jax.random.key(7), (jnp.float64(0.0), jnp.float64(1.0)))
+    sizes = [0.5, 0.01, 0.25, 0.25]  # the same interval length twice: distinct steps, distinct draws
+    W, H = [], []
+    for step, h in enumerate(sizes):
+        out = path.at_step(jnp.int32(step)).evaluate(0.0, h, use_levy=True)
+        W.append(np.asarray(out.W) / np.sqrt(h))
+        H.append(np.asarray(out.H) * np.sqrt(12 / h))
+    z = np.concatenate([np.stack(W), np.stack(H)])  # (8, 4000)
+    se = 5 / np.sqrt(z.shape[1])
+    assert np.all(np.abs(z.mean(1)) < se) and np.all(np.abs(z.var(1) - 1) < 5 * np.sqrt(2 / z.shape[1]))
+    correlation = np.corrcoef(z)
+    assert np.all(np.abs(correlation[~np.eye(8, dtype=bool)]) < se)
+    again = path.at_step(jnp.int32(2)).evaluate(0.3, 0.55)  # the draw depends on the step, not on its times
+    np.testing.assert_allclose(np.asarray(again) / np.sqrt(0.25), W[2], rtol=1e-12)
+
+
+def test_default_noisy_steps_are_never_rejected_and_resume_exactly(tmp_path):
+    """Predictable steps: no step is rejected (each step's noise is drawn once); a run continued from checkpoints
+    takes the steps and draws the noise of the uninterrupted one, so it equals it to rounding."""
+    prob, saveat = _ou(dim=2), np.linspace(0.1, T, 7)
+    algorithm = Particles(n=64, save_state=True)
+    whole = mfpde.solve(prob, algorithm, saveat=saveat, key=3, rtol=1e-4, atol=1e-4).dataset
+    assert int(whole.num_rejected_steps) == 0 and int(whole.num_steps) > len(saveat)
+    checked = mfpde.solve(prob, algorithm, saveat=saveat, key=3, rtol=1e-4, atol=1e-4, directory=tmp_path,
+                          checkpoint_every=3).dataset
+    np.testing.assert_allclose(checked.theta.values, whole.theta.values, rtol=0, atol=1e-13)
+    assert int(checked.num_steps) == int(whole.num_steps)
