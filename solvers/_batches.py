@@ -12,7 +12,7 @@ import xarray as xr
 import mfpde
 from mfpde.extend import ChunkStore, is_solver_parameter
 
-from ._integrate import NONFINITE, AbstractWrappedController, brownian_path
+from ._integrate import NONFINITE, AbstractWrappedController, brownian_path, proposed_step
 
 
 def _problem_values(values: dict) -> dict:
@@ -95,6 +95,9 @@ class SharedSteps(AbstractWrappedController):
 
     def wrap(self, direction):
         return SharedSteps(self.controller.wrap(direction), self.points, self.floor)
+
+    def proposed_step(self, state):
+        return proposed_step(self.controller, state[0])
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         first, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)

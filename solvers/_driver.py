@@ -297,9 +297,10 @@ def default_tolerances(noisy: bool, dtype, kinked: bool = False) -> tuple[float,
     """(rtol, atol) of the default controller. Deterministic: 1e-6/1e-8 in float64, 1e-4/1e-6 in float32; with
     kinks, 1e-5/1e-7 in float64 (the velocity's jumps cap the order any method reaches, so a tighter tolerance buys
     little accuracy for many steps; measured in benchmarks/method_choice.py). Noisy (a pathwise error, whose
-    observables carry an O(N^{-1/2}) Monte-Carlo error anyway): 1e-3, and 1e-2 in float32."""
+    observables carry an O(N^{-1/2}) Monte-Carlo error anyway): 3e-3, and 1e-2 in float32 (the weak errors at 3e-3
+    and 1e-3 are alike, below the Monte-Carlo floor of 16 seeds at N = 1024; benchmarks/RESULTS.md "Noisy flows")."""
     if noisy:
-        return (1e-3, 1e-3) if dtype == jnp.float64 else (1e-2, 1e-2)
+        return (3e-3, 3e-3) if dtype == jnp.float64 else (1e-2, 1e-2)
     if kinked:
         return (1e-5, 1e-7) if dtype == jnp.float64 else (1e-4, 1e-6)
     return (1e-6, 1e-8) if dtype == jnp.float64 else (1e-4, 1e-6)

@@ -15,6 +15,7 @@ import optimistix as optx
 from mfpde.extend import result_code
 
 NONFINITE = result_code(diffrax.RESULTS.nonfinite)
+MAX_STEPS_REACHED = result_code(diffrax.RESULTS.max_steps_reached)
 _EVENT = result_code(diffrax.RESULTS.event_occurred)
 
 
@@ -204,6 +205,9 @@ class PredictableSteps(AbstractWrappedController):
         first, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
         return first, (state, first - t0)
 
+    def proposed_step(self, state):
+        return state[1]
+
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
         keep, next_t0, next_t1, jump, state, result = self.controller.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state[0])
@@ -215,9 +219,12 @@ class PredictableSteps(AbstractWrappedController):
         return keep | finite, next_t0, next_t1, jump, (state, size), result
 
 
-def proposed_step(controller_state):
-    """The size the `PredictableSteps` inside a `ClipStepSizeController` proposed last, from the latter's state."""
-    return controller_state.inner_state[1]
+def proposed_step(controller, state):
+    """The step size that the `PredictableSteps` inside `controller` (alone, or wrapped by diffrax's
+    `ClipStepSizeController` or a controller with a `proposed_step(state)` method) proposed last, from `state`."""
+    if isinstance(controller, diffrax.ClipStepSizeController):
+        return proposed_step(controller.controller, state.inner_state)
+    return controller.proposed_step(state)
 
 
 class IndependentIncrements(diffrax.AbstractBrownianPath):
@@ -311,13 +318,11 @@ def brownian_path(span, tol, key, like) -> diffrax.AbstractBrownianPath:
 def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controller, dt0, max_steps, brownian_tol, noisy,
                         save, imex=False, predictable=False, resume=None, event=NONFINITE_EVENT):
     """Integrate from (t0, y0) to the last save time. `system.brownian(span, brownian_tol, key, y0)` gives the noise's
-    path: a Brownian tree over the whole `span` of the problem (a run continued from a checkpoint sees the same
-    path), or, with `predictable` steps (`controller` a `ClipStepSizeController` around `PredictableSteps`),
-    independent increments numbered by `StepIndexedNoise`; the final state then comes with the solver's and the
-    controller's, (y, solver state, controller state), and `resume` = (solver state, controller state) continues a
-    run from them with the steps and the noise of the uninterrupted run. `event` stops the solve (default: at the first
-    non-finite state). With `imex`, the drift is the pair `MultiTerm(system.explicit, system.implicit)` of an IMEX
-    solver. The system is diffrax's `args`, so that a controller can read it (`TransportCap`)."""
+    path: a Brownian tree over the whole `span` of the problem, so that a run continued from a checkpoint sees the
+    same path; or, with `predictable` steps (`integrate_intervals`), independent increments. `event` stops the solve
+    (default: at the first non-finite state). With `imex`, the drift is the pair `MultiTerm(system.explicit,
+    system.implicit)` of an IMEX solver. The system is diffrax's `args`, so that a controller can read it
+    (`TransportCap`)."""
     if imex:
         drift = diffrax.MultiTerm(diffrax.ODETerm(system.explicit), diffrax.ODETerm(system.implicit))
     else:
@@ -328,24 +333,71 @@ def integrate_adaptive(system, y0, t0, span, key, meter, *, ts, solver, controll
         terms = diffrax.MultiTerm(drift, diffrax.ControlTerm(lambda t, y, args: lx.DiagonalLinearOperator(scale), brownian))
     else:
         terms = drift
-    solver_state = controller_state = None
     if predictable:
-        solver = StepIndexedNoise(solver)
-    if resume is not None:  # the uninterrupted run's next step: its proposal, cut at the next save time
-        solver_state, controller_state = resume
-        after = ts[jnp.minimum(jnp.searchsorted(ts, t0, side="right"), ts.shape[0] - 1)]
-        dt0 = jnp.minimum(proposed_step(controller_state), after - t0)
+        return integrate_intervals(system, terms, y0, t0, meter, ts=ts, solver=StepIndexedNoise(solver),
+                                   controller=controller, dt0=dt0, max_steps=max_steps, noisy=noisy, save=save,
+                                   resume=resume, event=event)
     sol = diffrax.diffeqsolve(
         terms, solver, t0, ts[-1], dt0, y0,
         saveat=diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=lambda t, y, args: system.observe(t, y, noisy, save)),
-                                    diffrax.SubSaveAt(t1=True)], solver_state=predictable, controller_state=predictable),
+                                    diffrax.SubSaveAt(t1=True)]),
         args=system, stepsize_controller=controller, event=event, max_steps=max_steps, throw=False,
-        progress_meter=meter, solver_state=solver_state, controller_state=controller_state,
+        progress_meter=meter,
     )
     observed, final = sol.ys
-    if predictable:
-        return observed, solve_stats(sol), (final[-1], sol.solver_state, sol.controller_state)
     return observed, solve_stats(sol), final[-1]
+
+
+def integrate_intervals(system, terms, y0, t0, meter, *, ts, solver, controller, dt0, max_steps, noisy, save, resume,
+                        event):
+    """Predictable steps (`controller` holding a `PredictableSteps`, landing on the save times), integrated save
+    interval by save interval: one `diffeqsolve` from each save time to the next, carrying the solver's state (the
+    step count that numbers the noise, `StepIndexedNoise`) and the controller's (with the step it proposed), so the
+    steps and the noise are those of one uninterrupted solve; the observables are computed once per save time.
+    (diffrax evaluates a `SubSaveAt(ts, fn)` at every step: with the k-NN entropy of the free energy that cost
+    more than the step itself, benchmarks/RESULTS.md "Noisy flows".) Returns the final (y, solver state, controller
+    state), from which `resume` continues a run with the steps of the uninterrupted one. `max_steps` bounds the
+    steps of each interval and, checked after each, of the whole run."""
+    if resume is None:
+        solver_state = solver.init(terms, t0, ts[-1], y0, system)
+        _, controller_state = controller.init(terms, t0, ts[-1], y0, dt0, system, solver.func, solver.error_order(terms))
+    else:
+        solver_state, controller_state = resume
+    zero = jnp.zeros((), jnp.int32)
+    span = jnp.where(ts[-1] > t0, ts[-1] - t0, 1.0)
+
+    def advance(y, t, t_next, solver_state, controller_state):
+        sol = diffrax.diffeqsolve(
+            terms, solver, t, t_next, jnp.minimum(proposed_step(controller, controller_state), t_next - t), y,
+            saveat=diffrax.SaveAt(t1=True, solver_state=True, controller_state=True), args=system,
+            stepsize_controller=controller, event=event, max_steps=max_steps, throw=False, solver_state=solver_state,
+            controller_state=controller_state)
+        stats = solve_stats(sol)
+        counts = (stats["num_steps"], stats["num_accepted_steps"], stats["num_rejected_steps"], stats["result"])
+        return sol.ys[-1], sol.solver_state, sol.controller_state, tuple(jnp.asarray(c, jnp.int32) for c in counts)
+
+    def stay(y, t, t_next, solver_state, controller_state):
+        return y, solver_state, controller_state, (zero, zero, zero, zero)
+
+    def interval(carry, t_next):
+        y, t, solver_state, controller_state, counts, result, meter_state = carry
+        go = (result == 0) & (t_next > t)
+        y, solver_state, controller_state, (steps, accepted, rejected, code) = jax.lax.cond(
+            go, advance, stay, y, t, t_next, solver_state, controller_state)
+        counts = counts + jnp.stack([steps, accepted, rejected])
+        reached = (result == 0) & (code == 0)
+        observed = system.observe(t_next, y, noisy, save)
+        observed = jax.tree.map(lambda a: jnp.where(reached, a, jnp.inf), observed)  # as diffrax: inf if not reached
+        result = jnp.where(result == 0, code, result)
+        result = jnp.where((result == 0) & (counts[0] > max_steps), MAX_STEPS_REACHED, result)
+        meter_state = meter.step(meter_state, (t_next - t0) / span)
+        return (y, jnp.where(go, t_next, t), solver_state, controller_state, counts, result, meter_state), observed
+
+    carry = (y0, t0, solver_state, controller_state, jnp.zeros(3, jnp.int32), zero, meter.init())
+    (y, _, solver_state, controller_state, counts, result, meter_state), observed = jax.lax.scan(interval, carry, ts)
+    meter.close(meter_state)
+    stats = {"num_steps": counts[0], "num_accepted_steps": counts[1], "num_rejected_steps": counts[2], "result": result}
+    return observed, stats, (y, solver_state, controller_state)
 
 
 def integrate_scan(system, y0, t0, span, key, meter, *, ts, dt, noisy, save, first_step=0):

@@ -127,13 +127,16 @@ def test_remake_paths_and_errors():
         mfpde.remake(prob, temperature=-1.0)
 
 
-def test_max_steps_returns_partial_solution():
-    prob = _problem()
+@pytest.mark.parametrize("temperature", [0.0, 0.02])
+def test_max_steps_returns_partial_solution(temperature):
+    # τ > 0: the default's predictable steps run save interval by save interval, the budget counted over all of them.
+    prob = _problem(temperature=temperature)
     with pytest.warns(RuntimeWarning, match="max_steps_reached"):
         sol = mfpde.solve(prob, Particles(n=16), saveat=jnp.linspace(0, 2, 11), max_steps=2, rtol=1e-10, atol=1e-12)
     assert sol.message == "max_steps_reached" and not sol.success
     loss = sol.dataset.loss.values
     assert np.isfinite(loss[0]) and np.isnan(loss[-1])
+    assert int(sol.dataset.num_steps) <= 4  # within one interval's budget beyond the run's
     with pytest.raises(mfpde.IntegrationError) as info:
         mfpde.solve(prob, Particles(n=16), saveat=jnp.linspace(0, 2, 11), max_steps=2, rtol=1e-10, throw=True)
     xr.testing.assert_identical(info.value.solution.dataset.drop_attrs(), sol.dataset.drop_attrs())
