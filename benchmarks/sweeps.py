@@ -7,7 +7,7 @@
 (a) `mfpde.solve(EnsembleProblem(...), Particles(n), batch_size=B)`: all points through one compiled program, each
 with its own steps (`batch_stepping="per_point"`, the default); (a') the same with `batch_stepping="shared"`: one step
 size per batch, each seed's Brownian path drawn once per step for all the points holding it; (b) a Python loop of `mfpde.solve(remake(prob, temperature=T), Particles(n), key=seed)`, compiled once and reused;
-both with the same defaults (adaptive ShARK on a Brownian tree). Compile time is reported apart from run time.
+both with the same defaults (adaptive ShARK, predictable steps). Compile time is reported apart from run time.
 Then points per second of (a') with 1, 2 and 4 forced host devices (the point axis sharded across them), each in its
 own process. Writes the section "## Parameter sweeps" of benchmarks/RESULTS.md. With `--batched-only` (for a GPU
 at N = 65 536), (a) and (a') alone, with points per second and the GPU's peak memory.
@@ -59,26 +59,6 @@ def _peak_device_bytes():
     return stats.get("peak_bytes_in_use")
 
 
-def noise_cost(args, coarse_levels=8):
-    """Time per step of one noisy point (the sweep's middle temperature, seed 0) with the default Brownian tree
-    (18 levels) and with a coarser one, whose levels are fewer but still finer than the steps taken."""
-    prob, _ = study(args)
-    prob = mfpde.remake(prob, temperature=0.05)
-    saveat = np.linspace(0, args.t1, 11)
-    out = {}
-    for levels in (18, coarse_levels):
-        options = dict(saveat=saveat, brownian_tol=args.t1 * 2.0**-levels)
-        mfpde.solve(prob, Particles(n=args.particles), **options)  # compiles
-        times, steps = [], 0
-        for _ in range(3):
-            start = time.perf_counter()
-            sol = mfpde.solve(prob, Particles(n=args.particles), **options)
-            times.append(time.perf_counter() - start)
-            steps = int(sol.dataset.num_steps)
-        out[levels] = sorted(times)[1] / steps
-    return out
-
-
 def drift_cost(args):
     """Seconds per evaluation of one point's velocity (the drift; ShARK evaluates it twice per step), compiled."""
     import jax.numpy as jnp
@@ -118,7 +98,7 @@ def loop(args):
 def _header(args, a):
     return f"""Script: `benchmarks/sweeps.py`. {a['points']} points ({args.temperatures} temperatures in [0, 0.1] × {args.seeds} seeds) of a
 tanh two-layer flow, N = {args.particles}, n = {args.samples}, d = {args.dim}, t ∈ [0, {args.t1:g}], default adaptive SDE solver
-(ShARK, rtol = atol = 1e-3), 11 save times.
+(ShARK with predictable steps, rtol = atol = 3e-3), 11 save times.
 
 | method | run time | solver steps (all points) | compile time |
 |---|---|---|---|
@@ -168,7 +148,7 @@ def main():
         print(body)
         return
     a, shared, b = batched(args, "per_point"), batched(args, "shared"), loop(args)
-    noise, drift = noise_cost(args), drift_cost(args)
+    drift = drift_cost(args)
     speedup, speedup_shared = b["run"] / a["run"], b["run"] / shared["run"]
     rows = []
     if not args.quick:
@@ -184,27 +164,17 @@ def main():
 
 Speed-up (b)/(a): **{speedup:.1f}×**; (b)/(a'): **{speedup_shared:.1f}×** (target ≥ {TARGET:g}×: {'met' if best >= TARGET else 'missed'}).
 """
-    fine, coarse = noise[18], noise[min(noise)]
-    per_level = (fine - coarse) / (18 - min(noise))
     loop_step = b["run"] / b["steps"]
     shared_step = shared["run"] / shared["steps"]
-    body += (f"\nWhere a step's time goes: one noisy point (τ = 0.05, seed 0) takes {fine * 1e3:.1f} ms per step with the "
-             f"default Brownian tree (`brownian_tol` = (t1 − t0)·2⁻¹⁸, 18 levels) and {coarse * 1e3:.1f} ms with "
-             f"{min(noise)} levels: about {per_level * 1e3:.2f} ms per level, so drawing the noise (each step descends "
-             f"the tree and draws the increment and Lévy area of all {args.particles * (args.dim + 2)} coordinates at every "
-             f"level) is about {min(1.0, 18 * per_level / fine):.0%} of a step. One evaluation of a point's velocity "
-             f"takes {drift * 1e3:.2f} ms (ShARK makes two per step). Per point and step: the loop "
-             f"{loop_step * 1e3:.1f} ms, (a) {a['run'] / a['steps'] * 1e3:.1f} ms, (a') {shared_step * 1e3:.1f} ms. "
-             f"(a') draws {args.seeds} Brownian paths per step instead of {a['points']}, and its common step is the "
-             f"smallest any point needs ({shared['steps'] // a['points']} steps per point).\n")
+    body += (f"\nPer point and step: the loop {loop_step * 1e3:.2f} ms, (a) {a['run'] / a['steps'] * 1e3:.2f} ms, (a') "
+             f"{shared_step * 1e3:.2f} ms; one evaluation of a point's velocity {drift * 1e3:.2f} ms (ShARK makes two "
+             f"per step). (a') draws {args.seeds} noise vectors per step instead of {a['points']}, and its common step is "
+             f"the smallest any point needs ({shared['steps'] // a['points']} steps per point).\n")
     if best < TARGET:
-        body += (f"\nMissed: the loop already reuses one compiled program per solve path, so it spends its time in "
-                 f"compiled arithmetic, not in dispatch or Python; batching cannot remove work. Stepping together, "
-                 f"(a') removes the part that points can share: the noise of points with one seed. What is left is "
-                 f"each point's own drift, two velocity evaluations per step, {2 * drift * 1e3:.1f} ms, so the gain "
-                 f"is bounded by about {loop_step / (2 * drift):.0f}× here even with free noise. On a CPU the points "
-                 f"of (a) run one after another inside the program (vmapped they are slower, their intermediates "
-                 f"leaving the cache), so (a) saves only the dispatch of the loop.\n")
+        body += (f"\nMissed: the loop reuses one compiled program per solve path and spends its time in compiled "
+                 f"arithmetic, which a batch cannot remove; each point's own drift, two velocity evaluations a step "
+                 f"({2 * drift * 1e3:.2f} ms), bounds the gain at about {loop_step / (2 * drift):.1f}× here. On a CPU "
+                 f"vmapped points cost about as much per point as alone (benchmarks/studies.py measures it per case).\n")
     if rows:
         body += "\n(a') points per second with forced host devices (the point axis sharded across them):\n\n"
         body += "| devices | points/s | run time | compile time |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
