@@ -13,7 +13,10 @@ from ._driver import AbstractIntegrationAlgorithm, AbstractPoint, integrator
 from ._entropy import knn_entropy
 from ._integrate import brownian_path
 
-_AUTO_CHUNK_ELEMENTS = 2**27  # N·n above which the data term is evaluated in chunks of training points (benchmarks/RESULTS.md, "A million particles")
+# Above N·n = 2²⁴ the data term is evaluated in chunks of 2²⁴/N training points, and at least 128: thinner chunks
+# make skinny matrix products (16 points at N = 10⁶: 1.9× slower; benchmarks/RESULTS.md, "A million particles").
+_AUTO_CHUNK_ELEMENTS = 2**24
+_MIN_AUTO_CHUNK = 128
 
 
 class Particles(AbstractIntegrationAlgorithm):
@@ -33,8 +36,8 @@ class Particles(AbstractIntegrationAlgorithm):
       for long cheap runs; exact at the save times).
     - `dt`: the step of the "scan" method.
     - `chunk_size`: evaluate the data term in chunks of this many training points, keeping memory
-      O(N·(d + k) + N·chunk) also for gradients. Default: chunks of 2²⁷/N points when N·n > 2²⁷ (the fastest at
-      N = 10⁶, n = 1024: benchmarks/RESULTS.md, "A million particles").
+      O(N·(d + k) + N·chunk) also for gradients. Default: when N·n > 2²⁴, chunks of 2²⁴/N training points and at
+      least 128 (thinner ones are slow: benchmarks/RESULTS.md, "A million particles").
     - `save_state`: also save the full state θ(t) at the save times (data variable `theta`).
     - `shard`: with several JAX devices, split the particle axis of a run (N divisible by the device count), or
       the point axis of a study (`batch_size` divisible by it), across all of them.
@@ -108,7 +111,7 @@ class Particles(AbstractIntegrationAlgorithm):
         y0 = _initial_state(problem.init, jax.random.split(key)[0], n, groups)  # checks the measure against the flow
         chunk = self.chunk_size
         if chunk is None and hasattr(data, "n") and n * data.n > _AUTO_CHUNK_ELEMENTS:  # a Population blocks its own
-            chunk = max(1, _AUTO_CHUNK_ELEMENTS // n)
+            chunk = max(_MIN_AUTO_CHUNK, _AUTO_CHUNK_ELEMENTS // n)
         noisy = bool(np.any(_temperatures(problem, ensemble) > 0))
         if noisy and min(n, self.entropy_samples) < 2:  # the entropy of the free energy is a nearest-neighbour estimate
             name, value = ("n", n) if n < 2 else ("entropy_samples", self.entropy_samples)
