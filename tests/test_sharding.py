@@ -30,6 +30,15 @@ SCRIPT = textwrap.dedent(
     d = mfpde.solve(study, Particles(n=16, method="scan", dt=0.05, shard=False), saveat=[1.0, 2.0], batch_size=4).dataset
     assert c.attrs["devices"] == 4 and d.attrs["devices"] == 1 and np.isfinite(d.risk).all()
     np.testing.assert_allclose(c.risk, d.risk, rtol=1e-9)
+
+    # The population risk's O(N²) pairwise sum (arc-cosine kernel) in blocks of 12 particles (padded), the particle
+    # axis split over the devices.
+    population = mfpde.FlowProblem(mfpde.flows.TwoLayer("relu", l2=1e-3), mfpde.datasets.isotropic_gaussians(4, 0.4),
+                                   mfpde.measures.Gaussian(), (0.0, 1.0))
+    g = mfpde.solve(population, Particles(n=64, chunk_size=12, save_state=True), saveat=[1.0], key=1).dataset
+    h = mfpde.solve(population, Particles(n=64, chunk_size=12, save_state=True, shard=False), saveat=[1.0], key=1).dataset
+    assert g.attrs["devices"] == 4 and (g.result == 0).all()
+    np.testing.assert_allclose(g.theta, h.theta, rtol=1e-10, atol=1e-12)
     print("sharded ok")
     """
 )
