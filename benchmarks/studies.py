@@ -48,15 +48,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def case(kind: str, points: int):
+def case(kind: str, points: int, t1: float):
     """(base problem, sweep) of `points` points: λ over τ = 0, or temperature × 16 seeds."""
     data = mfpde.datasets.teacher(0, n=256, d=10, activation="tanh")
     if kind == "deterministic":
         prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(activation="tanh", l2=1e-3), data, mfpde.measures.Gaussian(),
-                                 (0.0, 5.0))
+                                 (0.0, t1))
         return prob, {"l2": np.linspace(1e-4, 1e-2, points)}, False
     prob = mfpde.FlowProblem(mfpde.flows.TwoLayer(activation="tanh", l2=1e-3, temperature=0.01), data,
-                             mfpde.measures.Gaussian(), (0.0, 5.0))
+                             mfpde.measures.Gaussian(), (0.0, t1))
     return prob, {"temperature": np.linspace(1e-3, 0.1, points // SEEDS), "seed": np.arange(SEEDS)}, True
 
 
@@ -99,7 +99,7 @@ def main(argv=None):
     rows, reasons = [], []
     for kind in ("deterministic", "noisy"):
         for points in args.points:
-            prob, sweep, product = case(kind, points)
+            prob, sweep, product = case(kind, points, args.t1)
             loop_time, inside, loop_steps, count = loop(prob, sweep, product, algorithm, saveat)
             per_point = study(prob, sweep, product, algorithm, saveat, args.batch, "per_point")
             shared = study(prob, sweep, product, algorithm, saveat, args.batch, "shared")

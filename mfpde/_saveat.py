@@ -9,7 +9,8 @@ def save_times(saveat, tspan) -> np.ndarray:
     """
     t0, t1 = (float(t) for t in tspan)
     # A time equal to t1 up to the precision tspan is stored in (float32 rounds 0.02 to 0.0199999996) is t1.
-    eps = max(float(np.finfo(np.asarray(t).dtype).eps) for t in tspan)
+    eps = max(float(np.finfo(np.asarray(t).dtype if np.issubdtype(np.asarray(t).dtype, np.floating) else float).eps)
+              for t in tspan)
     if saveat is None:
         return np.linspace(t0, t1, 101)
     if isinstance(saveat, diffrax.SaveAt):

@@ -11,6 +11,7 @@ the algorithm's own fields, the split of a study by kind, running a single probl
 import abc
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -311,8 +312,9 @@ def integrator(algorithm, system, y0, tspan, ts, options: SolveOptions, *, noisy
     attributes that record it, and the (solver, controller) that identify it in a store's fingerprint.
 
     `algorithm.method` "scan" is fixed-step Euler(–Maruyama) with `algorithm.dt`. "adaptive" uses the diffrax `solver`
-    and `stepsize_controller` of `options` as given; by default ShARK on a Brownian tree with milder PI coefficients
-    for τ > 0, and for τ = 0, from probes of the velocity of `system` at (tspan[0], y0): Kvaerno5 with matrix-free
+    and `stepsize_controller` of `options` as given; by default for τ > 0 ShARK with milder PI coefficients and
+    predictable steps (`PredictableSteps`, the noise drawn per step; a solver or controller of one's own steps on a
+    Brownian tree), and for τ = 0, from probes of the velocity of `system` at (tspan[0], y0): Kvaerno5 with matrix-free
     Newton–GMRES when its Jacobian is so large that an explicit method would need more than `algorithm.stiff_steps`
     steps for stability alone (λ·(t1 − t0)/3.5, λ its spectral radius by power iteration, stopped once it is
     decided: `spectral_radius`); Bosh3 (3rd order) at `default_tolerances(kinked=True)` when the velocity has kinks
@@ -347,7 +349,11 @@ def integrator(algorithm, system, y0, tspan, ts, options: SolveOptions, *, noisy
     rtol = tolerance(options.rtol, default_rtol, "rtol", dtype)
     atol = tolerance(options.atol, default_atol, "atol", dtype)
     attrs.update(rtol=rtol, atol=atol)
-    predictable = controller is None and noisy
+    predictable = controller is None and options.solver is None and noisy  # a solver of one's own may query the
+    # noise more than once a step (e.g. HalfSolver): it gets the tree
+    if predictable and options.brownian_tol is not None:
+        warnings.warn("`brownian_tol` is ignored: the default noisy method draws each step's noise afresh, without a "
+                      "Brownian tree; pass a `stepsize_controller` of your own to step on a tree.", UserWarning, stacklevel=2)
     if predictable:
         # Predictable steps, whose noise is drawn afresh per step instead of from a Brownian tree (benchmarks/
         # RESULTS.md, "Noisy flows"); milder PI coefficients, as diffrax recommends for noisy error estimates; steps

@@ -357,43 +357,40 @@ def integrate_intervals(system, terms, y0, t0, meter, *, ts, solver, controller,
     (diffrax evaluates a `SubSaveAt(ts, fn)` at every step: with the k-NN entropy of the free energy that cost
     more than the step itself, benchmarks/RESULTS.md "Noisy flows".) Returns the final (y, solver state, controller
     state), from which `resume` continues a run with the steps of the uninterrupted one. `max_steps` bounds the
-    steps of each interval and, checked after each, of the whole run."""
+    steps of each interval and, checked after each, of the whole run (which may so take up to twice it; the saves
+    after the budget ran out hold inf, as unreached)."""
     if resume is None:
         solver_state = solver.init(terms, t0, ts[-1], y0, system)
         _, controller_state = controller.init(terms, t0, ts[-1], y0, dt0, system, solver.func, solver.error_order(terms))
     else:
         solver_state, controller_state = resume
-    zero = jnp.zeros((), jnp.int32)
     span = jnp.where(ts[-1] > t0, ts[-1] - t0, 1.0)
 
-    def advance(y, t, t_next, solver_state, controller_state):
+    def interval(carry, t_next):
+        y, t, solver_state, controller_state, counts, result, meter_state = carry
+        # After a failure the interval is empty (0 steps): no lax.cond, which a vmapped batch would turn into a
+        # select that runs the failed point's solve anyway. diffrax cuts the proposed step at the interval's end.
+        t_end = jnp.where(result == 0, t_next, t)
         sol = diffrax.diffeqsolve(
-            terms, solver, t, t_next, jnp.minimum(proposed_step(controller, controller_state), t_next - t), y,
+            terms, solver, t, t_end, proposed_step(controller, controller_state), y,
             saveat=diffrax.SaveAt(t1=True, solver_state=True, controller_state=True), args=system,
             stepsize_controller=controller, event=event, max_steps=max_steps, throw=False, solver_state=solver_state,
             controller_state=controller_state)
         stats = solve_stats(sol)
-        counts = (stats["num_steps"], stats["num_accepted_steps"], stats["num_rejected_steps"], stats["result"])
-        return sol.ys[-1], sol.solver_state, sol.controller_state, tuple(jnp.asarray(c, jnp.int32) for c in counts)
-
-    def stay(y, t, t_next, solver_state, controller_state):
-        return y, solver_state, controller_state, (zero, zero, zero, zero)
-
-    def interval(carry, t_next):
-        y, t, solver_state, controller_state, counts, result, meter_state = carry
-        go = (result == 0) & (t_next > t)
-        y, solver_state, controller_state, (steps, accepted, rejected, code) = jax.lax.cond(
-            go, advance, stay, y, t, t_next, solver_state, controller_state)
-        counts = counts + jnp.stack([steps, accepted, rejected])
-        reached = (result == 0) & (code == 0)
+        counts = counts + jnp.stack([stats[k] for k in ("num_steps", "num_accepted_steps", "num_rejected_steps")]
+                                    ).astype(jnp.int32)
+        code = stats["result"]
+        reached = (result == 0) & (code == 0) & (counts[0] <= max_steps)
+        y = sol.ys[-1]
         observed = system.observe(t_next, y, noisy, save)
         observed = jax.tree.map(lambda a: jnp.where(reached, a, jnp.inf), observed)  # as diffrax: inf if not reached
         result = jnp.where(result == 0, code, result)
-        result = jnp.where((result == 0) & (counts[0] > max_steps), MAX_STEPS_REACHED, result)
+        result = jnp.where((result == 0) & ~reached, MAX_STEPS_REACHED, result)
         meter_state = meter.step(meter_state, (t_next - t0) / span)
-        return (y, jnp.where(go, t_next, t), solver_state, controller_state, counts, result, meter_state), observed
+        return (y, jnp.where(reached, t_next, t), sol.solver_state, sol.controller_state, counts, result,
+                meter_state), observed
 
-    carry = (y0, t0, solver_state, controller_state, jnp.zeros(3, jnp.int32), zero, meter.init())
+    carry = (y0, t0, solver_state, controller_state, jnp.zeros(3, jnp.int32), jnp.zeros((), jnp.int32), meter.init())
     (y, _, solver_state, controller_state, counts, result, meter_state), observed = jax.lax.scan(interval, carry, ts)
     meter.close(meter_state)
     stats = {"num_steps": counts[0], "num_accepted_steps": counts[1], "num_rejected_steps": counts[2], "result": result}

@@ -112,6 +112,7 @@ class Particles(AbstractIntegrationAlgorithm):
         chunk = self.chunk_size
         if chunk is None and hasattr(data, "n") and n * data.n > _AUTO_CHUNK_ELEMENTS:  # a Population blocks its own
             chunk = max(_MIN_AUTO_CHUNK, _AUTO_CHUNK_ELEMENTS // n)
+            chunk = -(-data.n // -(-data.n // chunk))  # as many chunks, balanced: no padded rows beyond one per chunk
         noisy = bool(np.any(_temperatures(problem, ensemble) > 0))
         if noisy and min(n, self.entropy_samples) < 2:  # the entropy of the free energy is a nearest-neighbour estimate
             name, value = ("n", n) if n < 2 else ("entropy_samples", self.entropy_samples)

@@ -75,26 +75,26 @@ def test_stored_study_is_tied_to_the_settings_of_its_solver(tmp_path):
         run(1e-4)
 
 
-@pytest.mark.parametrize(("levels", "atol"), [(12, 1e-11), (18, 1e-4)])
-def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(levels, atol):
-    """Same Brownian paths, same steps. With a Brownian tree of 2¹² leaves the batched and single programs agree to
-    rounding; with the default 2¹⁸ they differ by up to ~4e-5, still far below the pathwise tolerance 1e-3. The
-    difference grows with the tree's depth (measured: 3e-13 at 2¹⁴ leaves, 8e-9 at 2¹⁵, 9e-6 at 2¹⁶) while the step
-    counts agree and no step is rejected; the tree evaluated alone is bitwise the same under vmap. The mechanism is
-    a feedback loop: each step size follows from an error estimate made of the Brownian increments, and an
-    increment's sensitivity to where its step ends grows as the leaves shrink, so a last-bit difference (here from
-    reductions that round differently under vmap) grows step after step. Seen in plain diffrax too: ShARK on a
-    48-dimensional SDE with y0 moved by 2e-16 ends 2e-16 apart with 2¹² leaves and 5e-10 apart with 2¹⁸, its step
-    times drifting apart along the run. Both are solutions to the same tolerance."""
+@pytest.mark.parametrize("path", ["increments", "tree"])
+def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(path):
+    """Same noise, same steps: each point of a per-point study equals its single solve to rounding. With the default
+    method (predictable steps, increments numbered by step) and with a controller of one's own on a Brownian tree of
+    2¹² leaves. (On the default 2¹⁸ leaves a tree made them differ by up to ~4e-5: each step size follows from an error
+    estimate made of the Brownian increments, whose sensitivity to where a step ends grows as the leaves shrink, so
+    a last-bit difference from reductions that round differently under vmap grew step after step. Increments keyed
+    by the step number have no such sensitivity.)"""
     prob = _problem(0.02)
-    options = dict(saveat=SAVEAT, brownian_tol=2.0 * 2.0**-levels)
+    options = dict(saveat=SAVEAT)
+    if path == "tree":
+        pid = diffrax.PIDController(rtol=1e-3, atol=1e-3, pcoeff=0.1, icoeff=0.3)
+        options.update(brownian_tol=2.0 * 2.0**-12, stepsize_controller=diffrax.ClipStepSizeController(pid, step_ts=SAVEAT))
     study = mfpde.EnsembleProblem(prob, sweep={"temperature": [0.02, 0.05], "seed": [0, 1, 2]})
     ds = mfpde.solve(study, SINGLE, batch_size=4, **options).dataset
     assert ds.theta.dims == ("temperature", "seed", "time", "particle", "param")
     for temperature in (0.02, 0.05):
         for seed in (0, 1, 2):
             single = mfpde.solve(mfpde.remake(prob, temperature=temperature), SINGLE, key=seed, **options)
-            np.testing.assert_allclose(ds.theta.sel(temperature=temperature, seed=seed), single.dataset.theta, atol=atol)
+            np.testing.assert_allclose(ds.theta.sel(temperature=temperature, seed=seed), single.dataset.theta, atol=1e-11)
     assert not np.allclose(ds.theta.sel(seed=0), ds.theta.sel(seed=1))
 
 
@@ -104,7 +104,7 @@ def test_mixed_temperature_study_gives_each_point_its_own_method(stepping):
     """τ = 0 points get the ODE method and tolerances they get alone (Tsit5, rtol 1e-6), τ > 0 points the SDE one
     (ShARK): each point equals its single solve. Solved with the SDE method a τ = 0 point is off by ~1e-4."""
     prob = _problem(0.02)
-    options = dict(saveat=SAVEAT, brownian_tol=2.0 * 2.0**-12)
+    options = dict(saveat=SAVEAT)
     # Per point: the shapes of the programs above (four noisy points: those of the noisy sweep's batches). Shared
     # steps: two noisy points of 8 particles, where the tolerance below was measured.
     temperatures, algorithm = ((0.0, 0.02, 0.05), SINGLE) if stepping == "per_point" else (
@@ -166,7 +166,7 @@ def test_shared_steps_equal_single_solves():
 
 def test_batch_of_one_with_shared_steps_is_the_single_solve():
     prob = _problem(0.02)
-    options = dict(saveat=SAVEAT, brownian_tol=2.0 * 2.0**-12)
+    options = dict(saveat=SAVEAT)
     study = mfpde.EnsembleProblem(prob, sweep={"seed": [3]})
     ds = mfpde.solve(study, SINGLE, batch_stepping="shared", **options).dataset
     single = mfpde.solve(prob, SINGLE, key=3, **options).dataset

@@ -98,3 +98,4 @@ def test_a_save_time_equal_to_a_float32_end_time_is_accepted():
     np.testing.assert_allclose(mfpde.extend.save_times([0.01, 0.02], tspan), [0.01, 0.02], rtol=1e-6)
     with pytest.raises(ValueError, match="`saveat`"):
         mfpde.extend.save_times([0.0201], tspan)
+    np.testing.assert_allclose(mfpde.extend.save_times([1.0], (0, 2)), [1.0])  # integer end times, as before

@@ -31,12 +31,13 @@ SCRIPT = textwrap.dedent(
     assert c.attrs["devices"] == 4 and d.attrs["devices"] == 1 and np.isfinite(d.risk).all()
     np.testing.assert_allclose(c.risk, d.risk, rtol=1e-9)
 
-    # The population risk's O(N²) pairwise sum (arc-cosine kernel) in blocks of 12 particles (padded), the particle
-    # axis split over the devices.
+    # The population risk's O(N²) pairwise sum (arc-cosine kernel) in blocks of 3 particles (padded), the particle
+    # axis split over the devices (fixed Euler steps: a small program to compile twice).
     population = mfpde.FlowProblem(mfpde.flows.TwoLayer("relu", l2=1e-3), mfpde.datasets.isotropic_gaussians(4, 0.4),
-                                   mfpde.measures.Gaussian(), (0.0, 1.0))
-    g = mfpde.solve(population, Particles(n=64, chunk_size=12, save_state=True), saveat=[1.0], key=1).dataset
-    h = mfpde.solve(population, Particles(n=64, chunk_size=12, save_state=True, shard=False), saveat=[1.0], key=1).dataset
+                                   mfpde.measures.Gaussian(), (0.0, 0.5))
+    lean = dict(n=16, chunk_size=3, save_state=True, method="scan", dt=0.1)
+    g = mfpde.solve(population, Particles(**lean), saveat=[0.5], key=1).dataset
+    h = mfpde.solve(population, Particles(**lean, shard=False), saveat=[0.5], key=1).dataset
     assert g.attrs["devices"] == 4 and (g.result == 0).all()
     np.testing.assert_allclose(g.theta, h.theta, rtol=1e-10, atol=1e-12)
     print("sharded ok")
