@@ -55,7 +55,7 @@ class Particles(AbstractIntegrationAlgorithm):
       PI controller's sizes, no step rejected, so each step's Brownian increment is drawn afresh, without the
       Brownian tree a retried step needs), landing on the save times (an SDE solution interpolated between steps
       would be only O(√h) accurate there), save interval by save interval so that the observables are computed
-      once per save time: 11× faster than the tree at the same weak accuracy, at parity with a hand-written
+      once per save time: 11× faster than the tree at the same weak accuracy, within 15–30 % of a hand-written
       Euler–Maruyama loop (benchmarks/RESULTS.md, "Noisy flows"). A `stepsize_controller` of your own rejects
       steps as usual, on a `VirtualBrownianTree`.
 
