@@ -7,7 +7,7 @@
 (a) `mfpde.solve(EnsembleProblem(...), Particles(n), batch_size=B)`: all points through one compiled program, each
 with its own steps (`batch_stepping="per_point"`, the default); (a') the same with `batch_stepping="shared"`: one step
 size per batch, each seed's Brownian path drawn once per step for all the points holding it; (b) a Python loop of `mfpde.solve(remake(prob, temperature=T), Particles(n), key=seed)`, compiled once and reused;
-both with the same defaults (adaptive ShARK, predictable steps). Compile time is reported apart from run time.
+both with the same defaults (adaptive Heun, predictable steps). Compile time is reported apart from run time.
 Then points per second of (a') with 1, 2 and 4 forced host devices (the point axis sharded across them), each in its
 own process. Writes the section "## Parameter sweeps" of benchmarks/RESULTS.md. With `--batched-only` (for a GPU
 at N = 65 536), (a) and (a') alone, with points per second and the GPU's peak memory.
@@ -60,7 +60,7 @@ def _peak_device_bytes():
 
 
 def drift_cost(args):
-    """Seconds per evaluation of one point's velocity (the drift; ShARK evaluates it twice per step), compiled."""
+    """Seconds per evaluation of one point's velocity (the drift; Heun evaluates it twice per step), compiled."""
     import jax.numpy as jnp
 
     prob, _ = study(args)
@@ -98,7 +98,7 @@ def loop(args):
 def _header(args, a):
     return f"""Script: `benchmarks/sweeps.py`. {a['points']} points ({args.temperatures} temperatures in [0, 0.1] × {args.seeds} seeds) of a
 tanh two-layer flow, N = {args.particles}, n = {args.samples}, d = {args.dim}, t ∈ [0, {args.t1:g}], default adaptive SDE solver
-(ShARK with predictable steps, rtol = atol = 3e-3), 11 save times.
+(Heun with predictable steps, rtol = atol = 1e-3), 11 save times.
 
 | method | run time | solver steps (all points) | compile time |
 |---|---|---|---|
@@ -167,7 +167,7 @@ Speed-up (b)/(a): **{speedup:.1f}×**; (b)/(a'): **{speedup_shared:.1f}×** (tar
     loop_step = b["run"] / b["steps"]
     shared_step = shared["run"] / shared["steps"]
     body += (f"\nPer point and step: the loop {loop_step * 1e3:.2f} ms, (a) {a['run'] / a['steps'] * 1e3:.2f} ms, (a') "
-             f"{shared_step * 1e3:.2f} ms; one evaluation of a point's velocity {drift * 1e3:.2f} ms (ShARK makes two "
+             f"{shared_step * 1e3:.2f} ms; one evaluation of a point's velocity {drift * 1e3:.2f} ms (Heun makes two "
              f"per step). (a') draws {args.seeds} noise vectors per step instead of {a['points']}, and its common step is "
              f"the smallest any point needs ({shared['steps'] // a['points']} steps per point).\n")
     if best < TARGET:

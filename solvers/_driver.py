@@ -298,10 +298,11 @@ def default_tolerances(noisy: bool, dtype, kinked: bool = False) -> tuple[float,
     """(rtol, atol) of the default controller. Deterministic: 1e-6/1e-8 in float64, 1e-4/1e-6 in float32; with
     kinks, 1e-5/1e-7 in float64 (the velocity's jumps cap the order any method reaches, so a tighter tolerance buys
     little accuracy for many steps; measured in benchmarks/method_choice.py). Noisy (a pathwise error, whose
-    observables carry an O(N^{-1/2}) Monte-Carlo error anyway): 3e-3, and 1e-2 in float32 (the weak errors at 3e-3
-    and 1e-3 are alike, below the Monte-Carlo floor of 16 seeds at N = 1024; benchmarks/RESULTS.md "Noisy flows")."""
+    observables carry an O(N^{-1/2}) Monte-Carlo error anyway): 1e-3, and 1e-2 in float32 (Heun's weak error at 1e-3
+    is below the Monte-Carlo floor of 16 seeds at N = 1024, at 1e-2 it is resolved; benchmarks/RESULTS.md "Noisy
+    flows")."""
     if noisy:
-        return (3e-3, 3e-3) if dtype == jnp.float64 else (1e-2, 1e-2)
+        return (1e-3, 1e-3) if dtype == jnp.float64 else (1e-2, 1e-2)
     if kinked:
         return (1e-5, 1e-7) if dtype == jnp.float64 else (1e-4, 1e-6)
     return (1e-6, 1e-8) if dtype == jnp.float64 else (1e-4, 1e-6)
@@ -312,7 +313,7 @@ def integrator(algorithm, system, y0, tspan, ts, options: SolveOptions, *, noisy
     attributes that record it, and the (solver, controller) that identify it in a store's fingerprint.
 
     `algorithm.method` "scan" is fixed-step Euler(–Maruyama) with `algorithm.dt`. "adaptive" uses the diffrax `solver`
-    and `stepsize_controller` of `options` as given; by default for τ > 0 ShARK with milder PI coefficients and
+    and `stepsize_controller` of `options` as given; by default for τ > 0 Heun with milder PI coefficients and
     predictable steps (`PredictableSteps`, the noise drawn per step; a solver or controller of one's own steps on a
     Brownian tree), and for τ = 0, from probes of the velocity of `system` at (tspan[0], y0): Kvaerno5 with matrix-free
     Newton–GMRES when its Jacobian is so large that an explicit method would need more than `algorithm.stiff_steps`
@@ -333,7 +334,9 @@ def integrator(algorithm, system, y0, tspan, ts, options: SolveOptions, *, noisy
     attrs = {"max_steps": options.max_steps, "stiff_detected": None, "kinks_detected": None}
     kinked = False
     if solver is None and noisy:
-        solver = diffrax.ShARK()
+        # Heun (2 evaluations a step; for additive noise Itô = Stratonovich, weak order 2): at equal weak accuracy
+        # cheaper than ShARK, which also draws a Lévy area (benchmarks/RESULTS.md, "Noisy flows").
+        solver = diffrax.Heun()
     elif solver is None:
         # An explicit solver needs λ·(t1 − t0)/3.5 steps for stability alone.
         threshold = 3.5 * algorithm.stiff_steps / float(span[1] - span[0])

@@ -306,7 +306,7 @@ class StepIndexedNoise(diffrax.AbstractWrappedSolver):
 
 
 def brownian_path(span, tol, key, like) -> diffrax.AbstractBrownianPath:
-    """The Brownian path of one run, shaped like the state `like`, with the space-time Lévy area that ShARK uses:
+    """The Brownian path of one run, shaped like the state `like`, with the space-time Lévy area that ShARK-type solvers use:
     a `VirtualBrownianTree` resolved to `tol` (the same path whatever the steps, as a controller that retries steps
     needs), or with `tol` None, `IndependentIncrements` (for predictable steps)."""
     shape = jax.ShapeDtypeStruct(like.shape, like.dtype)

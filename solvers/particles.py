@@ -51,17 +51,17 @@ class Particles(AbstractIntegrationAlgorithm):
       alone, λ·(t1 − t0)/3.5; above `stiff_steps` the solve uses `Kvaerno5` with a matrix-free Newton–GMRES root
       finder (never a dense Jacobian of the N·p state). A flow whose velocity has kinks (ReLU: second differences
       of the velocity at t0 scale like h, not h²) uses `Bosh3` at rtol 1e-5, atol 1e-7 instead.
-    - τ > 0: `ShARK` (additive-noise SRK, strong order 1.5 here) with predictable steps (`PredictableSteps`: the
+    - τ > 0: `Heun` (for additive noise Itô = Stratonovich; weak order 2) with predictable steps (`PredictableSteps`: the
       PI controller's sizes, no step rejected, so each step's Brownian increment is drawn afresh, without the
       Brownian tree a retried step needs), landing on the save times (an SDE solution interpolated between steps
       would be only O(√h) accurate there), save interval by save interval so that the observables are computed
-      once per save time: 11× faster than the tree at the same weak accuracy, within 15–30 % of a hand-written
-      Euler–Maruyama loop (benchmarks/RESULTS.md, "Noisy flows"). A `stepsize_controller` of your own rejects
+      once per save time: 13× faster than ShARK on a Brownian tree at the same weak accuracy, and as fast as a
+      hand-written Euler–Maruyama loop (benchmarks/RESULTS.md, "Noisy flows"). A `stepsize_controller` of your own rejects
       steps as usual, on a `VirtualBrownianTree`.
 
     The default tolerances (`rtol`, `atol` of `solve`): for τ = 0, 1e-6/1e-8 in float64 (1e-5/1e-7 with kinks) and
     1e-4/1e-6 in float32; for τ > 0 (a pathwise error, whose observables carry an O(N^{−1/2}) Monte-Carlo error
-    anyway), 3e-3 in float64 and 1e-2 in float32. `solve` takes the options of every time-stepping algorithm
+    anyway), 1e-3 in float64 and 1e-2 in float32. `solve` takes the options of every time-stepping algorithm
     (`AbstractIntegrationAlgorithm.solve`); a study sweeps the flow's and the data's parameters, the `seed`, the
     initial measure's, and `algorithm.n` (one compiled program per width) or `algorithm.dt` (method "scan").
     """

@@ -25,7 +25,7 @@ def _check_moments(ds, n, t=T):
 def test_ou_adaptive_sde_matches_closed_form():
     n = 20_000
     sol = mfpde.solve(_ou(dim=2), Particles(n=n), saveat=[0.0, 0.5, T], key=1)
-    assert sol.success and sol.dataset.attrs["solver"] == "ShARK"
+    assert sol.success and sol.dataset.attrs["solver"] == "Heun"
     _check_moments(sol.dataset, n)
     _check_moments(sol.dataset, n, t=0.5)
 
