@@ -266,7 +266,8 @@ class IndependentIncrements(diffrax.AbstractBrownianPath):
 
 class StepIndexedNoise(diffrax.AbstractWrappedSolver):
     """`solver`, numbering its kept steps for the noise: before step n it sets n on the Brownian paths in its terms
-    (`path.at_step`), so that step n draws the n-th increment of `IndependentIncrements`. The count is the solver state, which diffrax advances on kept steps only."""
+    (`path.at_step`), so that step n draws the n-th increment of `IndependentIncrements`. The count is the solver
+    state, which diffrax advances on kept steps only."""
 
     solver: diffrax.AbstractSolver
 
@@ -306,7 +307,7 @@ class StepIndexedNoise(diffrax.AbstractWrappedSolver):
 
 
 def brownian_path(span, tol, key, like) -> diffrax.AbstractBrownianPath:
-    """The Brownian path of one run, shaped like the state `like`, with the space-time Lévy area that ShARK-type solvers use:
+    """The Brownian path of one run, shaped like the state `like`, with the space-time Lévy area of ShARK-type solvers:
     a `VirtualBrownianTree` resolved to `tol` (the same path whatever the steps, as a controller that retries steps
     needs), or with `tol` None, `IndependentIncrements` (for predictable steps)."""
     shape = jax.ShapeDtypeStruct(like.shape, like.dtype)
@@ -361,7 +362,8 @@ def integrate_intervals(system, terms, y0, t0, meter, *, ts, solver, controller,
     after the budget ran out hold inf, as unreached)."""
     if resume is None:
         solver_state = solver.init(terms, t0, ts[-1], y0, system)
-        _, controller_state = controller.init(terms, t0, ts[-1], y0, dt0, system, solver.func, solver.error_order(terms))
+        _, controller_state = controller.init(terms, t0, ts[-1], y0, dt0, system, solver.func,
+                                              solver.error_order(terms))
     else:
         solver_state, controller_state = resume
     span = jnp.where(ts[-1] > t0, ts[-1] - t0, 1.0)
