@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.special import erf
+from scipy.integrate import quad
+from scipy.special import erf, owens_t
 from scipy.stats import norm, qmc
 
 import mfpde
@@ -32,7 +33,7 @@ def _bivariate(rng, moments, n):
 
 @pytest.mark.parametrize("moments", MOMENTS)
 def test_closed_form_kernels_equal_monte_carlo(moments):
-    # 10⁷ samples of the pair; every closed form (Price's integral where the means are non-zero) lies within 4.5
+    # 10⁷ samples of the pair; every closed form (Genz's Φ₂ or Price's integral where the means are non-zero) lies within 4.5
     # standard errors (the 32 comparisons together fail by chance with probability ~2·10⁻⁴).
     z1, z2 = _bivariate(np.random.default_rng(0), moments, 10_000_000)
     m1, m2, v1, v2, c = (jnp.float64(x) for x in moments)
@@ -48,10 +49,88 @@ def test_centred_closed_forms_equal_prices_integral():
     w = rng.normal(size=(20, 3))
     v, c = jnp.sum(w**2, 1), jnp.asarray(w @ w.T)
     zero = jnp.zeros(20)
+    # Off the diagonal; on it (a particle with itself) the centred formulas' angle from v² − c² carries a rounding
+    # error of √ε, so the general path is checked against the exact values there: E[σ(z)²].
+    off = ~np.eye(20, dtype=bool)
+    exact = {"relu": v / 2, "step": 0.5 + 0 * v, "sign": 1 + 0 * v, "erf": 2 / np.pi * np.arcsin(2 * v / (1 + 2 * v))}
     for kind in ("relu", "step", "sign", "erf"):
         closed = gaussian_product(kind, kind, zero[:, None], v[:, None], zero[None], v[None], c, centred=True)
         price = gaussian_product(kind, kind, zero[:, None], v[:, None], zero[None], v[None], c, centred=False)
-        np.testing.assert_allclose(price, closed, rtol=1e-12, atol=1e-14, err_msg=kind)
+        np.testing.assert_allclose(price[off], closed[off], rtol=1e-12, atol=1e-14, err_msg=kind)
+        np.testing.assert_allclose(np.diag(price), exact[kind], rtol=1e-12, err_msg=kind)
+
+
+def _orthant_by_owens_t(a, b, rho):
+    """Φ₂(a, b; ρ) = P(U < a, V < b) from Owen's T function (scipy), a ≠ 0 ≠ b."""
+    r = np.sqrt(1 - rho**2)
+    beta = 0.5 if a * b < 0 else 0.0
+    return 0.5 * (norm.cdf(a) + norm.cdf(b)) - owens_t(a, (b - rho * a) / (a * r)) - owens_t(b, (a - rho * b) / (b * r)) - beta
+
+
+def _relu_product_by_quad(m1, m2, v1, v2, c):
+    """E[z₁⁺ z₂⁺] as a 1-D integral over z₁ of z₁⁺ E[z₂⁺ | z₁], z₂ | z₁ Gaussian (scipy's adaptive quadrature)."""
+    s1, slope, s = np.sqrt(v1), c / v1, np.sqrt(max(v2 - c**2 / v1, 0.0))
+
+    def integrand(z):
+        mean = m2 + slope * (z - m1)
+        upper = mean * norm.cdf(mean / s) + s * norm.pdf(mean / s) if s > 0 else max(mean, 0.0)
+        return z * upper * norm.pdf(z, m1, s1)
+
+    kink = m1 - (m2 / slope if slope != 0 else 0.0)
+    pieces = [quad(integrand, lo, hi, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
+              for lo, hi in ((0.0, max(kink, 0.0)), (max(kink, 0.0), np.inf))]
+    return sum(pieces)
+
+
+# (μ₁, μ₂, v₁, v₂, c): moderate, nearly parallel with close means (ρ = 1 − 5·10⁻⁷), nearly anti-parallel, parallel
+NEAR_PARALLEL = [(0.3, -0.5, 1.0, 2.0, 0.7), (0.02, 0.021, 1.0, 1.0, 1 - 5e-7), (0.4, 0.1, 1.0, 1.0, -(1 - 2e-5)),
+                 (0.7, 0.2, 1.0, 1.0, 0.97), (-0.35, -0.3, 2.0, 2.0, 2.0)]
+
+
+@pytest.mark.parametrize("moments", NEAR_PARALLEL)
+def test_kernels_with_means_equal_independent_integrals_to_rounding(moments):
+    # Step: Φ₂ from Owen's T; relu: a 1-D adaptive integral, its μ₁-derivative by central differences of that
+    # integral and its c-derivative E[1{z₁ > 0}1{z₂ > 0}] (Price's theorem) from Owen's T. Nearly parallel pairs with
+    # close means were the hard case of a fixed rule in the angle (errors of 1e-4).
+    m1, m2, v1, v2, c = moments
+    rho = c / np.sqrt(v1 * v2)
+    args = [jnp.float64(x) for x in moments]
+    step = float(gaussian_product("step", "step", args[0], args[2], args[1], args[3], args[4]))
+    orthant = _orthant_by_owens_t(m1 / np.sqrt(v1), m2 / np.sqrt(v2), rho) if abs(rho) < 1 else None
+    if orthant is not None:
+        assert abs(step - orthant) < 1e-13
+    relu = lambda m1, c: gaussian_product("relu", "relu", m1, args[2], args[1], args[3], c)  # noqa: E731
+    reference = _relu_product_by_quad(m1, m2, v1, v2, c)
+    assert abs(float(relu(args[0], args[4])) - reference) < 1e-12 * max(1.0, abs(reference))
+    if orthant is not None:
+        d_m1, d_c = jax.grad(relu, argnums=(0, 1))(args[0], args[4])
+        h = 1e-5
+        fd_m1 = (_relu_product_by_quad(m1 + h, m2, v1, v2, c) - _relu_product_by_quad(m1 - h, m2, v1, v2, c)) / (2 * h)
+        np.testing.assert_allclose(float(d_m1), fd_m1, rtol=1e-7)
+        assert abs(float(d_c) - orthant) < 1e-13
+
+
+def test_population_loss_with_biases_equals_pairwise_integrals():
+    # A ReLU network with biases on the isotropic two-class population, R = Σ_c π_c [½y_c² − y_c Σ_j a_j E relu(z_j)
+    # + ½ Σ_jl a_j a_l E relu(z_j) relu(z_l)], each pair by scipy's 1-D integral; the pairs include each particle with
+    # itself (ρ = 1 up to rounding, equal means) and two particles of one direction with different biases.
+    rng = np.random.default_rng(3)
+    d = 5
+    w = rng.standard_normal((4, d)) / np.sqrt(d)
+    w[3] = w[0]
+    u, b, masses = rng.standard_normal(4), 0.5 * rng.standard_normal(4), np.array([0.1, 0.2, 0.3, 0.4])
+    pop = datasets.isotropic_gaussians(d=d, delta=0.5)
+    expected = 0.0
+    for scale, label in ((1.5, 1.0), (0.5, -1.0)):
+        v, c = scale**2 * np.sum(w**2, 1), scale**2 * (w @ w.T)
+        s = np.sqrt(v)
+        mean = b * norm.cdf(b / s) + s * norm.pdf(b / s)
+        pair = np.array([[_relu_product_by_quad(b[j], b[l], v[j], v[l], c[j, l]) for l in range(4)] for j in range(4)])
+        a = masses * u
+        expected += 0.5 * (0.5 * label**2 - label * a @ mean + 0.5 * a @ pair @ a)
+    theta = jnp.asarray(np.column_stack([u, w, b]))
+    loss = flows.TwoLayer("relu", bias=True).loss_value(theta, jnp.asarray(masses), pop)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-11)
 
 
 def test_quadrature_kernel_equals_monte_carlo_and_reports_its_error():

@@ -46,7 +46,7 @@ def _angle_density(d):
 @pytest.mark.parametrize("d, terms", [(40, 24), (6, 200)])
 def test_radial_loss_is_the_full_loss_averaged_over_the_angle(d, terms):
     """Two reduced neurons (u, r, b) of an isotropic two-class population: the loss of the measure they stand for
-    (each a uniform shell of directions), from the library's closed-form Gaussian kernels (Price's integral with the
+    (each a uniform shell of directions), from the library's closed-form Gaussian kernels (the bivariate normal CDF with the
     bias) integrated over the cosine c of two directions with its density by scipy, against the angular expansion."""
     pop = datasets.isotropic_gaussians(d=d, delta=0.5)
     theta = np.array([[0.8, 1.2, 0.3], [-0.5, 0.7, -0.4]])  # (u, r, b)
@@ -100,7 +100,7 @@ def test_radial_particles_follow_the_full_network_from_the_same_radii():
 
 @pytest.mark.slow
 def test_radial_particles_follow_the_full_network_with_biases():
-    """As above with trained biases: a network that is not positively homogeneous (Price's integral in the full
+    """As above with trained biases: a network that is not positively homogeneous (the bivariate normal CDF in the full
     kernel, the whole Hermite series in the reduced one)."""
     small, large = _mean_gap(128, bias=True, copies=4), _mean_gap(512, bias=True)
     assert large < 0.5 * small and large < 1e-3, (small, large)

@@ -100,7 +100,7 @@ def _assert_self_consistent(masses, data, grid, tau):
     np.testing.assert_allclose(masses.reshape(-1), boltzmann / boltzmann.sum(), rtol=1e-8, atol=1e-14)
 
 
-@pytest.mark.parametrize("temperature", [0.03, 0.003])
+@pytest.mark.parametrize("temperature", [0.03, pytest.param(0.003, marks=pytest.mark.slow)])  # 0.003: 36 s, slow
 def test_small_temperatures_fall_back_to_a_trust_region(temperature):
     # Φ[m] varies by hundreds of τ over the box: Newton from G(m₀) fails at both temperatures (it spends its 256
     # steps: 269 and 328 steps in all were measured), and Dogleg then finds the root, checked by hand below.
