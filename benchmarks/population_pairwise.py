@@ -2,13 +2,15 @@
 same sum, and its memory at large N.
 
 Problem: the isotropic-Gaussians population (d = 40, Δ = 0.5) and a ReLU network without bias, whose kernel is the
-arc-cosine kernel of order 1; and (`--part bias`) the same network with biases, whose kernel needs the bivariate normal
-CDF Φ₂: the library's Genz Φ₂ with derivatives in closed form against Price's integral on a 32-node Gauss–Legendre
-rule in the angle, differentiated by `jax.grad` (what mfpde itself did before 2026-12-07). The alternative a user would write: the energy
+arc-cosine kernel of order 1. The alternative a user would write: the energy
 R = ½ − α Σ_c π_c y_c Σ_j m_j u_j s_c|w_j|/√(2π) + ½ α² Σ_c π_c Σ_{jl} m_j m_l u_j u_l s_c² K₁(w_j, w_l) summed densely
 (or in row blocks with `lax.map` when N² does not fit), differentiated by `jax.grad`. Both are jitted; compile time
 is reported apart from the median run time. Peak memory: XLA's temporary buffers of the compiled velocity
 (`memory_analysis`), and the resident peak of a fresh process that evaluates it once.
+
+`--part bias`: the same network with biases, whose kernel needs the bivariate normal CDF Φ₂: the library's Genz Φ₂
+with derivatives in closed form against Price's integral on a 32-node Gauss–Legendre rule in the angle,
+differentiated by `jax.grad` (what mfpde itself did before 2026-12-07).
 
     python benchmarks/population_pairwise.py [--part all|centred|bias] [--sizes 1024 4096 16384] [--large 65536]
                                              [--bias-sizes 1024 4096]
