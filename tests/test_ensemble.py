@@ -75,7 +75,8 @@ def test_stored_study_is_tied_to_the_settings_of_its_solver(tmp_path):
         run(1e-4)
 
 
-@pytest.mark.parametrize("path", ["increments", "tree"])
+# "tree" (15 s) is slow: a tree with a controller of one's own is also in `test_shared_steps_equal_single_solves`.
+@pytest.mark.parametrize("path", ["increments", pytest.param("tree", marks=pytest.mark.slow)])
 def test_noisy_sweep_over_temperature_and_seed_equals_single_solves(path):
     """Same noise, same steps: each point of a per-point study equals its single solve to rounding. With the default
     method (predictable steps, increments numbered by step) and with a controller of one's own on a Brownian tree of

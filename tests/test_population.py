@@ -33,8 +33,8 @@ def _bivariate(rng, moments, n):
 
 @pytest.mark.parametrize("moments", MOMENTS)
 def test_closed_form_kernels_equal_monte_carlo(moments):
-    # 10⁷ samples of the pair; every closed form (Genz's Φ₂ or Price's integral where the means are non-zero) lies within 4.5
-    # standard errors (the 32 comparisons together fail by chance with probability ~2·10⁻⁴).
+    # 10⁷ samples of the pair; every closed form (Genz's Φ₂ or Price's integral where the means are non-zero) lies
+    # within 4.5 standard errors (the 32 comparisons together fail by chance with probability ~2·10⁻⁴).
     z1, z2 = _bivariate(np.random.default_rng(0), moments, 10_000_000)
     m1, m2, v1, v2, c = (jnp.float64(x) for x in moments)
     for a, b in CLOSED_PAIRS:

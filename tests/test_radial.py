@@ -46,8 +46,9 @@ def _angle_density(d):
 @pytest.mark.parametrize("d, terms", [(40, 24), (6, 200)])
 def test_radial_loss_is_the_full_loss_averaged_over_the_angle(d, terms):
     """Two reduced neurons (u, r, b) of an isotropic two-class population: the loss of the measure they stand for
-    (each a uniform shell of directions), from the library's closed-form Gaussian kernels (the bivariate normal CDF with the
-    bias) integrated over the cosine c of two directions with its density by scipy, against the angular expansion."""
+    (each a uniform shell of directions), from the library's closed-form Gaussian kernels (the bivariate normal CDF
+    with the bias) integrated over the cosine c of two directions with its density by scipy, against the angular
+    expansion."""
     pop = datasets.isotropic_gaussians(d=d, delta=0.5)
     theta = np.array([[0.8, 1.2, 0.3], [-0.5, 0.7, -0.4]])  # (u, r, b)
     masses = np.array([0.3, 0.7])
